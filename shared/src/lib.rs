@@ -1,0 +1,10 @@
+//! Chat's shared crate: the one home of the wire protocol, used by the relay
+//! (`relay/`) and the browser app (`frontend/`).
+//!
+//! - [`protocol`]: every frame that crosses the WebSocket, as tagged serde
+//!   enums, with the protocol version both sides check at `hello`.
+//!
+//! This crate builds for `wasm32-unknown-unknown` and native alike and depends
+//! on serde only: no tokio, warp, yew or web-sys.
+
+pub mod protocol;
