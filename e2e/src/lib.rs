@@ -1,1 +1,231 @@
+//! The browser end-to-end harness: the built app (`dist/`), the real relay
+//! on a free port, and as many independent headless Chromium browsers as a
+//! scenario needs (each with its own cookies), driven over WebDriver.
+//!
+//! ```no_run
+//! # async fn scenario() -> anyhow::Result<()> {
+//! let stack = e2e::Stack::start(relay::Config::defaults()).await?;
+//! let alice = stack.browser().await?;
+//! alice.open("/").await?;
+//! alice.wait_for_text("[role=status]", "Connected").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Needs `/usr/bin/chromium`, `/usr/bin/chromedriver` (or `CHROMIUM`,
+//! `CHROMEDRIVER`) and a built app in `CHAT_DIST` (default `dist/`):
+//! `cargo xtask test` provides all three. When one is missing the test
+//! fails and says what to do; it never skips.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a scenario waits for something a user would see.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The built app, a running relay and a WebDriver server.
+#[derive(Debug)]
+pub struct Stack {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    relay: Option<JoinHandle<()>>,
+    driver: Child,
+    driver_url: String,
+    chromium: PathBuf,
+}
+
+impl Stack {
+    /// Starts the relay on a free port, serving the built app, and a
+    /// chromedriver for the browsers.
+    pub async fn start(mut config: relay::Config) -> Result<Self> {
+        let dist = dist_dir();
+        if !dist.join("index.html").is_file() {
+            bail!(
+                "no built app in {}: run `cargo xtask test` (it builds the app), \
+                 or `trunk build --release` and set CHAT_DIST",
+                dist.display()
+            );
+        }
+        config.static_dir = dist;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let relay = tokio::spawn(relay::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+
+        let chromium = tool("CHROMIUM", "/usr/bin/chromium")?;
+        let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver")?;
+        let port = free_port().await?;
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromedriver.display()))?;
+        let stack = Stack {
+            addr,
+            stop: Some(stop),
+            relay: Some(relay),
+            driver,
+            driver_url: format!("http://127.0.0.1:{port}"),
+            chromium,
+        };
+        wait_for_port(port)
+            .await
+            .context("chromedriver did not start")?;
+        Ok(stack)
+    }
+
+    /// The app's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A new, independent browser: its own profile, so its own cookies.
+    pub async fn browser(&self) -> Result<Browser> {
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": self.chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--window-size=1280,800",
+                ]
+            }
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("a JSON object literal")
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.driver_url)
+            .await
+            .context("opening a browser session")?;
+        Ok(Browser {
+            client,
+            base: self.url(""),
+        })
+    }
+
+    /// Stops the relay (it closes every socket with 1012) and waits for it.
+    pub async fn stop_relay(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(relay) = self.relay.take() {
+            tokio::time::timeout(PATIENCE, relay)
+                .await
+                .context("the relay did not shut down")??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// One browser window, as one person would use it.
+#[derive(Debug)]
+pub struct Browser {
+    client: Client,
+    base: String,
+}
+
+impl Browser {
+    /// Navigates to a path of the app.
+    pub async fn open(&self, path: &str) -> Result<()> {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .with_context(|| format!("opening {path}"))
+    }
+
+    /// Waits until an element matching `css` shows `text`; returns it.
+    /// On timeout the error says what the page showed instead.
+    pub async fn wait_for_text(&self, css: &str, text: &str) -> Result<Element> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last_seen = String::from("(no such element)");
+        loop {
+            if let Ok(elements) = self.client.find_all(Locator::Css(css)).await {
+                for element in elements {
+                    if let Ok(shown) = element.text().await {
+                        if shown.contains(text) {
+                            return Ok(element);
+                        }
+                        last_seen = shown;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("waited {PATIENCE:?} for {css:?} to show {text:?}; it showed {last_seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The WebDriver client, for anything the helpers above do not cover.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Closes the browser.
+    pub async fn close(self) -> Result<()> {
+        self.client.close().await.context("closing the browser")
+    }
+}
+
+fn dist_dir() -> PathBuf {
+    std::env::var_os("CHAT_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist"))
+}
+
+fn tool(var: &str, default: &str) -> Result<PathBuf> {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo xtask setup` as root (Debian packages chromium, chromium-driver)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+async fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn wait_for_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port} after {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
+}

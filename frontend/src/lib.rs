@@ -1,1 +1,13 @@
+//! Chat's browser app: a Yew single-page app compiled to WebAssembly.
+//!
+//! - [`app`]: the root component.
+//! - [`connection`]: the one WebSocket to the relay: handshake, heartbeats,
+//!   reconnects with jittered backoff (SPEC R1).
+//! - [`components`]: small view components, each testable on its own in a
+//!   browser (`frontend/tests/`).
+//!
+//! The binary (`main.rs`) only mounts [`app::App`].
 
+pub mod app;
+pub mod components;
+pub mod connection;

@@ -41,7 +41,11 @@ pub struct Config {
     pub offline_grace: Duration,
 
     /// Origin allowed to open the WebSocket (repeatable; default: the page's own origin).
-    #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Frames waiting to be written to one connection before it counts as

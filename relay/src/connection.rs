@@ -160,7 +160,10 @@ impl Connection {
         match end {
             End::Shutdown => {
                 let _ = out
-                    .send(Message::close_with(close_code::SERVICE_RESTART, "relay restarting"))
+                    .send(Message::close_with(
+                        close_code::SERVICE_RESTART,
+                        "relay restarting",
+                    ))
                     .await;
                 drop(out);
                 // Keep reading so the client's close frame completes the handshake.

@@ -58,5 +58,8 @@ pub fn app(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 }
 
 async fn not_found(_: Rejection) -> Result<impl Reply, Infallible> {
-    Ok(warp::reply::with_status("not found\n", StatusCode::NOT_FOUND))
+    Ok(warp::reply::with_status(
+        "not found\n",
+        StatusCode::NOT_FOUND,
+    ))
 }

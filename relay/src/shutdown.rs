@@ -60,7 +60,10 @@ impl Trigger {
     /// A guard for one connection.
     pub fn guard(&self) -> DrainGuard {
         DrainGuard {
-            _tx: self.guard_tx.clone().expect("guards are handed out before drain"),
+            _tx: self
+                .guard_tx
+                .clone()
+                .expect("guards are handed out before drain"),
         }
     }
 
@@ -103,7 +106,10 @@ mod tests {
             "closed"
         });
         trigger.drain().await;
-        assert!(conn.is_finished(), "drain returned before the guard was dropped");
+        assert!(
+            conn.is_finished(),
+            "drain returned before the guard was dropped"
+        );
         assert_eq!(conn.await.unwrap(), "closed");
     }
 }

@@ -52,26 +52,49 @@ impl TestRelay {
     /// A connection that has completed the `hello` handshake.
     async fn greeted(&self) -> Ws {
         let mut ws = self.connect().await;
-        send(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION }).await;
-        assert_eq!(recv(&mut ws).await, ServerMsg::Welcome { protocol: PROTOCOL_VERSION });
+        send(
+            &mut ws,
+            &ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+        )
+        .await;
+        assert_eq!(
+            recv(&mut ws).await,
+            ServerMsg::Welcome {
+                protocol: PROTOCOL_VERSION
+            }
+        );
         ws
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
         let mut tcp = TcpStream::connect(self.addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
-        timeout(PATIENCE, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+        timeout(PATIENCE, tcp.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
         let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 
     /// Fires the shutdown signal; returns once `run` has returned.
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        timeout(PATIENCE, &mut self.task).await.expect("relay did not shut down").unwrap();
+        timeout(PATIENCE, &mut self.task)
+            .await
+            .expect("relay did not shut down")
+            .unwrap();
     }
 }
 
@@ -82,7 +105,9 @@ async fn send(ws: &mut Ws, msg: &ClientMsg) {
 /// The next protocol frame, skipping the relay's pings.
 async fn recv(ws: &mut Ws) -> ServerMsg {
     loop {
-        let frame = timeout(PATIENCE, ws.next()).await.expect("no frame in time");
+        let frame = timeout(PATIENCE, ws.next())
+            .await
+            .expect("no frame in time");
         match frame.expect("socket closed").unwrap() {
             Message::Text(text) => return ServerMsg::decode(&text).unwrap(),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -94,7 +119,10 @@ async fn recv(ws: &mut Ws) -> ServerMsg {
 /// Reads until the socket closes; returns the close code, if one came.
 async fn closed(ws: &mut Ws) -> Option<CloseCode> {
     loop {
-        match timeout(PATIENCE, ws.next()).await.expect("socket stayed open") {
+        match timeout(PATIENCE, ws.next())
+            .await
+            .expect("socket stayed open")
+        {
             Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -130,11 +158,23 @@ async fn frames_before_hello_or_from_another_protocol_get_clear_errors() {
     let relay = TestRelay::start(Config::defaults()).await;
     let mut ws = relay.connect().await;
     send(&mut ws, &ClientMsg::Ping { nonce: 1 }).await;
-    assert_eq!(kind_of(&recv(&mut ws).await), Some(ErrorKind::HelloRequired));
+    assert_eq!(
+        kind_of(&recv(&mut ws).await),
+        Some(ErrorKind::HelloRequired)
+    );
 
-    send(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION + 1 }).await;
+    send(
+        &mut ws,
+        &ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION + 1,
+        },
+    )
+    .await;
     match recv(&mut ws).await {
-        ServerMsg::Error { kind: ErrorKind::UnsupportedProtocol, message } => {
+        ServerMsg::Error {
+            kind: ErrorKind::UnsupportedProtocol,
+            message,
+        } => {
             assert!(message.contains("reload"), "{message}")
         }
         other => panic!("expected an unsupported-protocol error, got {other:?}"),
@@ -151,12 +191,17 @@ async fn garbage_frames_get_error_frames_and_the_connection_stays() {
 
     ws.send(Message::text("{not json")).await.unwrap();
     match recv(&mut ws).await {
-        ServerMsg::Error { kind: ErrorKind::BadFrame, message } => {
+        ServerMsg::Error {
+            kind: ErrorKind::BadFrame,
+            message,
+        } => {
             assert!(message.starts_with("invalid frame"), "{message}")
         }
         other => panic!("expected a bad-frame error, got {other:?}"),
     }
-    ws.send(Message::binary(vec![0u8, 159, 146, 150])).await.unwrap();
+    ws.send(Message::binary(vec![0u8, 159, 146, 150]))
+        .await
+        .unwrap();
     assert_eq!(kind_of(&recv(&mut ws).await), Some(ErrorKind::BadFrame));
 
     send(&mut ws, &ClientMsg::Ping { nonce: 9 }).await;
@@ -186,7 +231,11 @@ async fn silent_clients_are_dropped_after_the_heartbeat_timeout() {
     assert_eq!(recv(&mut lively).await, ServerMsg::Pong { nonce: 3 });
 
     // The silent one read nothing and answered nothing all that time.
-    assert_eq!(closed(&mut silent).await, None, "a silent client is dropped, not closed politely");
+    assert_eq!(
+        closed(&mut silent).await,
+        None,
+        "a silent client is dropped, not closed politely"
+    );
     relay.stop().await;
 }
 
@@ -198,13 +247,14 @@ async fn shutdown_closes_every_socket_with_1012() {
     let addr = relay.addr;
     let mut a = relay.greeted().await;
     let mut b = relay.greeted().await;
-    let closing = tokio::spawn(async move {
-        (closed(&mut a).await, closed(&mut b).await)
-    });
+    let closing = tokio::spawn(async move { (closed(&mut a).await, closed(&mut b).await) });
     relay.stop().await;
     let restart = Some(CloseCode::from(close_code::SERVICE_RESTART));
     assert_eq!(closing.await.unwrap(), (restart, restart));
-    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 /// SPEC O1, O2: `/healthz`, the built app at `/` and at the app's own
@@ -219,10 +269,22 @@ async fn serves_health_and_the_built_app() {
     config.static_dir = dir.clone();
     let relay = TestRelay::start(config).await;
 
-    assert_eq!(relay.get("/healthz").await, (200, r#"{"status":"ok"}"#.to_string()));
-    assert_eq!(relay.get("/").await, (200, "<title>Chat</title>".to_string()));
-    assert_eq!(relay.get("/app.js").await, (200, "console.log(1)".to_string()));
-    assert_eq!(relay.get("/c/42").await, (200, "<title>Chat</title>".to_string()));
+    assert_eq!(
+        relay.get("/healthz").await,
+        (200, r#"{"status":"ok"}"#.to_string())
+    );
+    assert_eq!(
+        relay.get("/").await,
+        (200, "<title>Chat</title>".to_string())
+    );
+    assert_eq!(
+        relay.get("/app.js").await,
+        (200, "console.log(1)".to_string())
+    );
+    assert_eq!(
+        relay.get("/c/42").await,
+        (200, "<title>Chat</title>".to_string())
+    );
     assert_eq!(relay.get("/api/nothing").await.0, 404);
 
     relay.stop().await;

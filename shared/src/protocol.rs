@@ -165,7 +165,10 @@ mod tests {
         let client: Vec<String> = client_samples().iter().map(ClientMsg::encode).collect();
         assert_eq!(
             client,
-            [r#"{"type":"hello","protocol":1}"#, r#"{"type":"ping","nonce":7}"#]
+            [
+                r#"{"type":"hello","protocol":1}"#,
+                r#"{"type":"ping","nonce":7}"#
+            ]
         );
         let server: Vec<String> = server_samples().iter().map(ServerMsg::encode).collect();
         assert_eq!(

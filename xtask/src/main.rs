@@ -1,1 +1,82 @@
-fn main() {}
+//! Project automation, after the `cargo xtask` pattern: everything a
+//! developer or CI runs, written in Rust.
+//!
+//! - `cargo xtask setup`: installs what is missing (idempotent).
+//! - `cargo xtask run [-- RELAY FLAGS…]`: setup, build the app, run the relay.
+//! - `cargo xtask test`: setup, then every check and test, with one summary.
+
+mod cmd;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                 install the toolchain pieces, browser and Redis that are missing
+  run [-- RELAY FLAGS]  set up, build the app and serve it with the release relay
+  test                  set up, then fmt, clippy, native tests, browser component tests,
+                        and the browser end-to-end suite";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::setup().map(|_| ()),
+        Some("run") => run(&args[1..]),
+        Some("test") => test::test(),
+        Some("-h" | "--help" | "help") => {
+            eprintln!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            if let Some(other) = other {
+                eprintln!("xtask: unknown command {other:?}\n");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let relay_flags: Vec<&str> = match args.first().map(String::as_str) {
+        Some("--") => args[1..].iter().map(String::as_str).collect(),
+        Some(other) => anyhow::bail!("unexpected {other:?}: pass relay flags after `--`"),
+        None => Vec::new(),
+    };
+    let tools = setup::setup()?;
+    test::build_app(&tools)?;
+    cmd::step("starting the relay (Ctrl-C stops it)");
+    let dist = root().join("dist");
+    let mut relay = tools.command("cargo");
+    relay
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "relay",
+            "--",
+            "--static-dir",
+        ])
+        .arg(&dist)
+        .args(relay_flags);
+    cmd::run(&mut relay)
+}

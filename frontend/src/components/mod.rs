@@ -1,0 +1,5 @@
+//! View components.
+
+mod connection_status;
+
+pub use connection_status::ConnectionStatus;

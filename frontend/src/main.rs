@@ -1,0 +1,3 @@
+fn main() {
+    yew::Renderer::<frontend::app::App>::new().render();
+}
