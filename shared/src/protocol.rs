@@ -1,12 +1,18 @@
 //! The wire protocol: JSON text frames over one WebSocket.
 //!
 //! Every frame is an object with a `"type"` tag. The client opens with
-//! [`ClientMsg::Hello`]; the relay answers [`ServerMsg::Welcome`] when it
-//! speaks the same [`PROTOCOL_VERSION`], or [`ServerMsg::Error`] otherwise.
-//! Errors are data: a machine-readable [`ErrorKind`] plus a human sentence.
+//! [`ClientMsg::Hello`], naming the protocol version and, on a reconnect, the
+//! last sequence number it holds of each conversation. The relay answers
+//! [`ServerMsg::Welcome`] with everything the page shows: the signed-in user,
+//! the other online users, and every live conversation of the user with the
+//! messages the client lacks. After that, changes arrive as they happen:
+//! presence diffs, new conversations, messages, departures.
 //!
+//! Errors are data: a machine-readable [`ErrorKind`] plus a human sentence.
 //! Changing anything here changes the wire: the golden tests at the bottom
 //! pin the exact JSON so that such a change is always deliberate.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,14 +24,116 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// close the connection with [`close_code::MESSAGE_TOO_BIG`].
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The longest message text, in characters (SPEC C4).
+pub const MAX_MESSAGE_CHARS: usize = 4_000;
+
+/// The most participants a conversation may have, the user included (SPEC C10, L5).
+pub const MAX_PARTICIPANTS: usize = 16;
+
 /// WebSocket close codes the relay uses, with the meaning the client gives them.
 pub mod close_code {
     /// The relay is restarting: reconnect (SPEC R3).
     pub const SERVICE_RESTART: u16 = 1012;
-    /// Too many invalid frames (SPEC L3).
+    /// Too many invalid frames (SPEC L3), or too many connections (L5).
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over [`super::MAX_FRAME_BYTES`] (SPEC L3).
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The session ended (log out, expiry): show the sign-in page (SPEC S5).
+    /// In the range reserved for applications.
+    pub const SIGNED_OUT: u16 = 4001;
+}
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A user (account), assigned by the relay.
+    UserId
+);
+id_newtype!(
+    /// A conversation, assigned by the relay; never reused while it lives.
+    ConversationId
+);
+id_newtype!(
+    /// A message's place in its conversation: 1, 2, 3… with no gaps.
+    Seq
+);
+id_newtype!(
+    /// Chosen by the sending page for each message; a resend with the same id
+    /// is delivered once (SPEC C6).
+    ClientMsgId
+);
+
+/// What every page knows of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The relay's id.
+    pub id: UserId,
+    /// The name as first typed.
+    pub name: String,
+    /// A CSS colour, fixed at sign-up (SPEC S6).
+    pub color: String,
+}
+
+/// One message as the relay stamped it (SPEC C5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Its place in the conversation.
+    pub seq: Seq,
+    /// Who wrote it: set by the relay from the session, never by the client.
+    pub author: UserId,
+    /// The relay's clock when it accepted the message, in Unix milliseconds.
+    pub time: u64,
+    /// The text, exactly as sent.
+    pub text: String,
+    /// The sender's id for it, so the sender's tabs can match it to a pending send.
+    pub client_id: ClientMsgId,
+}
+
+/// Why someone is no longer in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Departure {
+    /// They closed it (SPEC C8).
+    Left,
+    /// Their last connection went away and the grace period passed (SPEC U3, C7).
+    WentOffline,
+}
+
+/// A conversation as a page first learns it: in `welcome`, or when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSnapshot {
+    /// Its id.
+    pub id: ConversationId,
+    /// Everyone in it, the user included, sorted by id.
+    pub participants: Vec<User>,
+    /// The messages the client lacks, in order: all that history holds for
+    /// a new tab; those after the client's last sequence number on resume.
+    pub messages: Vec<ChatMessage>,
+    /// True if messages the client asked for are no longer held (history
+    /// is bounded): the page says so (SPEC R2).
+    pub gap: bool,
+}
+
+/// Where a reconnecting page left off in one conversation (SPEC R2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The last sequence number the page holds.
+    pub last_seq: Seq,
 }
 
 /// A frame sent by the browser app to the relay.
@@ -36,6 +144,9 @@ pub enum ClientMsg {
     Hello {
         /// The client's [`PROTOCOL_VERSION`].
         protocol: u32,
+        /// On a reconnect: where the page left off in each conversation.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resume: Vec<Resume>,
     },
     /// An application-level heartbeat; the relay answers [`ServerMsg::Pong`]
     /// with the same nonce, so the page notices a dead relay (SPEC U2, R1).
@@ -43,21 +154,99 @@ pub enum ClientMsg {
         /// Echoed back unchanged.
         nonce: u64,
     },
+    /// Open the conversation with these users (the sender is added): the
+    /// live one with exactly this set of participants, or a new one (SPEC C1, C10).
+    Open {
+        /// The other participants.
+        with: Vec<UserId>,
+    },
+    /// Post a message (SPEC C5, C6).
+    Send {
+        /// Where.
+        conversation: ConversationId,
+        /// The page's id for it; resending with the same id delivers it once.
+        client_id: ClientMsgId,
+        /// The text: not blank, at most [`MAX_MESSAGE_CHARS`] characters.
+        text: String,
+    },
+    /// Leave a conversation (SPEC C8).
+    Leave {
+        /// Which.
+        conversation: ConversationId,
+    },
 }
 
 /// A frame sent by the relay to the browser app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerMsg {
-    /// The answer to a compatible [`ClientMsg::Hello`].
+    /// The answer to a compatible [`ClientMsg::Hello`]: the whole state.
     Welcome {
         /// The relay's [`PROTOCOL_VERSION`].
         protocol: u32,
+        /// The signed-in user.
+        me: User,
+        /// Every other online user (never the user itself), sorted by name.
+        online: Vec<User>,
+        /// Every live conversation of the user.
+        conversations: Vec<ConversationSnapshot>,
     },
     /// The answer to [`ClientMsg::Ping`].
     Pong {
         /// The nonce of the ping.
         nonce: u64,
+    },
+    /// Who came online and who went offline since the last such frame
+    /// (SPEC U4: diffs, batched).
+    Presence {
+        /// Users now online.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joined: Vec<User>,
+        /// Users now offline.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<UserId>,
+    },
+    /// A conversation this user is in has started (SPEC C2).
+    Started {
+        /// The new conversation.
+        conversation: ConversationSnapshot,
+    },
+    /// Sent only to the connection that asked to open a conversation: this
+    /// is the one; give its prompt focus (SPEC C1).
+    Opened {
+        /// The conversation asked for.
+        conversation: ConversationId,
+    },
+    /// A new message (SPEC C5).
+    Message {
+        /// Where.
+        conversation: ConversationId,
+        /// The message.
+        message: ChatMessage,
+    },
+    /// Someone is no longer in a conversation that goes on (SPEC C10).
+    Departed {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        user: UserId,
+        /// Why.
+        reason: Departure,
+    },
+    /// The conversation has ended: it stays readable, its prompt disabled
+    /// (SPEC C7, C8, C10).
+    Ended {
+        /// Which.
+        conversation: ConversationId,
+        /// The departure that ended it.
+        user: UserId,
+        /// Why they went.
+        reason: Departure,
+    },
+    /// This user left the conversation (from this or another tab): remove it.
+    Closed {
+        /// Which.
+        conversation: ConversationId,
     },
     /// Something the client sent could not be accepted. The connection stays
     /// open unless a close frame follows.
@@ -66,6 +255,10 @@ pub enum ServerMsg {
         kind: ErrorKind,
         /// What went wrong, for people.
         message: String,
+        /// The message that was refused, when it was a [`ClientMsg::Send`]:
+        /// the page keeps its text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientMsgId>,
     },
 }
 
@@ -77,8 +270,28 @@ pub enum ErrorKind {
     BadFrame,
     /// The client speaks another [`PROTOCOL_VERSION`].
     UnsupportedProtocol,
-    /// A frame other than `hello` arrived before the handshake.
+    /// A frame other than `hello` arrived before the handshake, or a second `hello`.
     HelloRequired,
+    /// No such conversation for this user. Also the answer for conversations
+    /// the user is not in: their existence is not revealed (SPEC L2).
+    NoSuchConversation,
+    /// The conversation has ended; nothing more can be posted.
+    ConversationEnded,
+    /// A user to open a conversation with is not online (or does not exist).
+    UserOffline,
+    /// A conversation needs at least one other participant, and at most
+    /// [`MAX_PARTICIPANTS`] in all (SPEC C10, L5).
+    BadParticipants,
+    /// The user already has as many live conversations as allowed (SPEC L5).
+    TooManyConversations,
+    /// The user already has as many connections as allowed (SPEC L5).
+    TooManyConnections,
+    /// A blank message.
+    EmptyMessage,
+    /// A message over [`MAX_MESSAGE_CHARS`] (SPEC C4).
+    MessageTooLong,
+    /// Over the message rate limit: not delivered (SPEC L4).
+    SlowDown,
 }
 
 impl ErrorKind {
@@ -88,7 +301,41 @@ impl ErrorKind {
             ErrorKind::BadFrame => "bad_frame",
             ErrorKind::UnsupportedProtocol => "unsupported_protocol",
             ErrorKind::HelloRequired => "hello_required",
+            ErrorKind::NoSuchConversation => "no_such_conversation",
+            ErrorKind::ConversationEnded => "conversation_ended",
+            ErrorKind::UserOffline => "user_offline",
+            ErrorKind::BadParticipants => "bad_participants",
+            ErrorKind::TooManyConversations => "too_many_conversations",
+            ErrorKind::TooManyConnections => "too_many_connections",
+            ErrorKind::EmptyMessage => "empty_message",
+            ErrorKind::MessageTooLong => "message_too_long",
+            ErrorKind::SlowDown => "slow_down",
         }
+    }
+
+    /// Every kind, for metrics.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::BadFrame,
+        ErrorKind::UnsupportedProtocol,
+        ErrorKind::HelloRequired,
+        ErrorKind::NoSuchConversation,
+        ErrorKind::ConversationEnded,
+        ErrorKind::UserOffline,
+        ErrorKind::BadParticipants,
+        ErrorKind::TooManyConversations,
+        ErrorKind::TooManyConnections,
+        ErrorKind::EmptyMessage,
+        ErrorKind::MessageTooLong,
+        ErrorKind::SlowDown,
+    ];
+
+    /// True for errors caused by a malformed frame rather than a refused
+    /// request: these count towards the limit of SPEC L3.
+    pub fn is_protocol_violation(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::BadFrame | ErrorKind::UnsupportedProtocol | ErrorKind::HelloRequired
+        )
     }
 }
 
@@ -121,6 +368,7 @@ impl ServerMsg {
         ServerMsg::Error {
             kind,
             message: message.into(),
+            client_id: None,
         }
     }
 }
@@ -129,22 +377,100 @@ impl ServerMsg {
 mod tests {
     use super::*;
 
+    fn alice() -> User {
+        User {
+            id: UserId(1),
+            name: "alice".into(),
+            color: "#3557d4".into(),
+        }
+    }
+
+    fn message() -> ChatMessage {
+        ChatMessage {
+            seq: Seq(3),
+            author: UserId(1),
+            time: 1_700_000_000_000,
+            text: "hi <b>\n".into(),
+            client_id: ClientMsgId(77),
+        }
+    }
+
     fn client_samples() -> Vec<ClientMsg> {
         vec![
             ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
+                resume: vec![],
+            },
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                resume: vec![Resume {
+                    conversation: ConversationId(5),
+                    last_seq: Seq(2),
+                }],
             },
             ClientMsg::Ping { nonce: 7 },
+            ClientMsg::Open {
+                with: vec![UserId(2), UserId(3)],
+            },
+            ClientMsg::Send {
+                conversation: ConversationId(5),
+                client_id: ClientMsgId(77),
+                text: "hi".into(),
+            },
+            ClientMsg::Leave {
+                conversation: ConversationId(5),
+            },
         ]
     }
 
     fn server_samples() -> Vec<ServerMsg> {
+        let snapshot = ConversationSnapshot {
+            id: ConversationId(5),
+            participants: vec![alice()],
+            messages: vec![message()],
+            gap: false,
+        };
         vec![
             ServerMsg::Welcome {
                 protocol: PROTOCOL_VERSION,
+                me: alice(),
+                online: vec![],
+                conversations: vec![snapshot.clone()],
             },
             ServerMsg::Pong { nonce: 7 },
+            ServerMsg::Presence {
+                joined: vec![alice()],
+                left: vec![UserId(9)],
+            },
+            ServerMsg::Started {
+                conversation: snapshot,
+            },
+            ServerMsg::Opened {
+                conversation: ConversationId(5),
+            },
+            ServerMsg::Message {
+                conversation: ConversationId(5),
+                message: message(),
+            },
+            ServerMsg::Departed {
+                conversation: ConversationId(5),
+                user: UserId(2),
+                reason: Departure::Left,
+            },
+            ServerMsg::Ended {
+                conversation: ConversationId(5),
+                user: UserId(2),
+                reason: Departure::WentOffline,
+            },
+            ServerMsg::Closed {
+                conversation: ConversationId(5),
+            },
             ServerMsg::error(ErrorKind::BadFrame, "invalid frame: expected value"),
+            ServerMsg::Error {
+                kind: ErrorKind::SlowDown,
+                message: "slow down".into(),
+                client_id: Some(ClientMsgId(77)),
+            },
         ]
     }
 
@@ -167,16 +493,33 @@ mod tests {
             client,
             [
                 r#"{"type":"hello","protocol":1}"#,
-                r#"{"type":"ping","nonce":7}"#
+                r#"{"type":"hello","protocol":1,"resume":[{"conversation":5,"last_seq":2}]}"#,
+                r#"{"type":"ping","nonce":7}"#,
+                r#"{"type":"open","with":[2,3]}"#,
+                r#"{"type":"send","conversation":5,"client_id":77,"text":"hi"}"#,
+                r#"{"type":"leave","conversation":5}"#,
             ]
         );
+        let user = r##"{"id":1,"name":"alice","color":"#3557d4"}"##;
+        let msg = r#"{"seq":3,"author":1,"time":1700000000000,"text":"hi <b>\n","client_id":77}"#;
+        let snap = format!(r#"{{"id":5,"participants":[{user}],"messages":[{msg}],"gap":false}}"#);
         let server: Vec<String> = server_samples().iter().map(ServerMsg::encode).collect();
         assert_eq!(
             server,
             [
-                r#"{"type":"welcome","protocol":1}"#,
-                r#"{"type":"pong","nonce":7}"#,
-                r#"{"type":"error","kind":"bad_frame","message":"invalid frame: expected value"}"#,
+                format!(r#"{{"type":"welcome","protocol":1,"me":{user},"online":[],"conversations":[{snap}]}}"#),
+                r#"{"type":"pong","nonce":7}"#.to_string(),
+                format!(r#"{{"type":"presence","joined":[{user}],"left":[9]}}"#),
+                format!(r#"{{"type":"started","conversation":{snap}}}"#),
+                r#"{"type":"opened","conversation":5}"#.to_string(),
+                format!(r#"{{"type":"message","conversation":5,"message":{msg}}}"#),
+                r#"{"type":"departed","conversation":5,"user":2,"reason":"left"}"#.to_string(),
+                r#"{"type":"ended","conversation":5,"user":2,"reason":"went_offline"}"#.to_string(),
+                r#"{"type":"closed","conversation":5}"#.to_string(),
+                r#"{"type":"error","kind":"bad_frame","message":"invalid frame: expected value"}"#
+                    .to_string(),
+                r#"{"type":"error","kind":"slow_down","message":"slow down","client_id":77}"#
+                    .to_string(),
             ]
         );
     }
@@ -191,11 +534,23 @@ mod tests {
             r#"{"type":"hello"}"#,
             r#"{"type":"hello","protocol":"1"}"#,
             r#"{"type":"hello","protocol":1,"extra":true}"#,
+            r#"{"type":"send","conversation":-1,"client_id":1,"text":"x"}"#,
+            r#"{"type":"open","with":"everyone"}"#,
             r#"{"type":"launch_missiles"}"#,
             "\u{0}\u{ffff}",
         ] {
             let err = ClientMsg::decode(text).expect_err(text);
             assert!(err.starts_with("invalid frame:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_error_kind_has_a_distinct_name() {
+        let names: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
         }
     }
 }
