@@ -7,6 +7,8 @@
 //! let stack = e2e::Stack::start(relay::Config::defaults()).await?;
 //! let alice = stack.browser().await?;
 //! alice.open("/").await?;
+//! alice.sign_in_via_api("alice", "correct horse").await?;
+//! alice.reload().await?;
 //! alice.wait_for_text("[role=status]", "Connected").await?;
 //! # Ok(()) }
 //! ```
@@ -36,7 +38,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct Stack {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    relay: Option<JoinHandle<()>>,
+    relay: Option<JoinHandle<Result<(), String>>>,
     driver: Child,
     driver_url: String,
     chromium: PathBuf,
@@ -55,6 +57,9 @@ impl Stack {
             );
         }
         config.static_dir = dist;
+        if config.db == relay::Config::defaults().db {
+            config.db = ":memory:".into();
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -132,7 +137,8 @@ impl Stack {
         if let Some(relay) = self.relay.take() {
             tokio::time::timeout(PATIENCE, relay)
                 .await
-                .context("the relay did not shut down")??;
+                .context("the relay did not shut down")??
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }
@@ -182,6 +188,33 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Signs in (or up) through the relay's API from inside the page, as
+    /// the page's own script would; the browser keeps the session cookie.
+    pub async fn sign_in_via_api(&self, name: &str, password: &str) -> Result<()> {
+        let script = r#"
+            const [name, password, done] = arguments;
+            fetch('/api/login', {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json' },
+                body: JSON.stringify({ name, password }),
+            }).then(r => done(r.status), e => done(String(e)));
+        "#;
+        let status = self
+            .client
+            .execute_async(script, vec![name.into(), password.into()])
+            .await
+            .context("signing in")?;
+        if status != serde_json::json!(200) {
+            bail!("sign-in as {name} answered {status}");
+        }
+        Ok(())
+    }
+
+    /// Reloads the page.
+    pub async fn reload(&self) -> Result<()> {
+        self.client.refresh().await.context("reloading")
     }
 
     /// The WebDriver client, for anything the helpers above do not cover.

@@ -130,6 +130,7 @@ async fn session(socket: WebSocket, on_state: &Callback<ConnState>) -> bool {
     let (mut tx, mut rx) = socket.split();
     let hello = ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
+        resume: Vec::new(),
     };
     if tx.send(Message::Text(hello.encode())).await.is_err() {
         return false;
@@ -147,8 +148,8 @@ async fn session(socket: WebSocket, on_state: &Callback<ConnState>) -> bool {
                         welcomed = true;
                         on_state.emit(ConnState::Connected);
                     }
-                    Ok(ServerMsg::Pong { .. }) => {}
                     Ok(ServerMsg::Error { message, .. }) => warn(&format!("relay: {message}")),
+                    Ok(_) => {}
                     Err(problem) => warn(&problem),
                 }
             }

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use shared::protocol::MAX_PARTICIPANTS;
+
+use crate::core::Limits;
 
 /// Chat relay: serves the app, the HTTP API and the WebSocket on one port.
 #[derive(Debug, Clone, Parser)]
@@ -20,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "CHAT_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
 
-    /// SQLite file that keeps accounts and sessions.
+    /// SQLite file that keeps accounts and sessions (`:memory:` keeps them in memory).
     #[arg(long, env = "CHAT_DB", default_value = "chat.db")]
     pub db: PathBuf,
 
@@ -56,6 +59,50 @@ pub struct Config {
     /// How long shutdown waits for connections to close before giving up.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// A session unused for this long expires.
+    #[arg(long, env = "CHAT_SESSION_IDLE", default_value = "7days", value_parser = parse_duration)]
+    pub session_idle: Duration,
+
+    /// Failed sign-ins per name within --login-window before the name is throttled.
+    #[arg(long, env = "CHAT_LOGIN_FAILURES_PER_NAME", default_value_t = 5)]
+    pub login_failures_per_name: u32,
+
+    /// Failed sign-ins per client address within --login-window before it is throttled.
+    #[arg(long, env = "CHAT_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 20)]
+    pub login_failures_per_address: u32,
+
+    /// The window over which failed sign-ins are counted.
+    #[arg(long, env = "CHAT_LOGIN_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_window: Duration,
+
+    /// Sustained messages per second per user.
+    #[arg(long, env = "CHAT_MESSAGE_RATE", default_value_t = 10.0)]
+    pub message_rate: f64,
+
+    /// Messages a user may send in a burst.
+    #[arg(long, env = "CHAT_MESSAGE_BURST", default_value_t = 20.0)]
+    pub message_burst: f64,
+
+    /// Client processes (tabs) per user.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Conversations a user may hold open.
+    #[arg(long, env = "CHAT_MAX_CONVERSATIONS_PER_USER", default_value_t = 100)]
+    pub max_conversations_per_user: usize,
+
+    /// Participants per conversation, the creator included.
+    #[arg(long, env = "CHAT_MAX_PARTICIPANTS", default_value_t = 16)]
+    pub max_participants: usize,
+
+    /// Messages kept per conversation.
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// At most one presence frame per client per this interval.
+    #[arg(long, env = "CHAT_PRESENCE_BATCH", default_value = "100ms", value_parser = parse_duration)]
+    pub presence_batch: Duration,
 }
 
 impl Config {
@@ -63,6 +110,20 @@ impl Config {
     /// Tests start from here and change what they need.
     pub fn defaults() -> Self {
         Config::parse_from(["relay"])
+    }
+
+    /// The limits the domain core enforces.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            offline_grace: self.offline_grace,
+            presence_batch: self.presence_batch,
+            connections_per_user: self.max_connections_per_user,
+            conversations_per_user: self.max_conversations_per_user,
+            participants: self.max_participants,
+            history: self.history,
+            message_rate: self.message_rate,
+            message_burst: self.message_burst,
+        }
     }
 
     /// Checks what clap cannot: relations between flags, and flags whose
@@ -77,6 +138,23 @@ impl Config {
                 humantime::format_duration(self.heartbeat_timeout),
                 humantime::format_duration(self.heartbeat_interval)
             ));
+        }
+        if self.presence_batch.is_zero() {
+            return Err("--presence-batch must be more than 0".into());
+        }
+        if !(self.message_rate > 0.0 && self.message_burst >= 1.0) {
+            return Err("--message-rate must be more than 0 and --message-burst at least 1".into());
+        }
+        if self.max_participants < 2 || self.max_participants > MAX_PARTICIPANTS {
+            return Err(format!(
+                "--max-participants must be 2 to {MAX_PARTICIPANTS}"
+            ));
+        }
+        if self.max_connections_per_user == 0
+            || self.max_conversations_per_user == 0
+            || self.history == 0
+        {
+            return Err("--max-connections-per-user, --max-conversations-per-user and --history must be at least 1".into());
         }
         if self.redis.is_some() {
             return Err("--redis: cluster mode is not available in this build yet; \
@@ -104,6 +182,13 @@ mod tests {
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
         assert_eq!(c.offline_grace, Duration::from_secs(10));
         assert!(c.allowed_origins.is_empty());
+        assert_eq!(c.session_idle, Duration::from_secs(7 * 24 * 3600));
+        let limits = c.limits();
+        assert_eq!(limits.connections_per_user, 32);
+        assert_eq!(limits.conversations_per_user, 100);
+        assert_eq!(limits.participants, 16);
+        assert_eq!(limits.history, 1000);
+        assert_eq!((limits.message_rate, limits.message_burst), (10.0, 20.0));
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -1,24 +1,36 @@
 //! One client process: one WebSocket (SPEC U2, L3, L6, R3).
 //!
-//! A reader (this task) answers frames and keeps the heartbeat; a writer task
-//! drains a bounded outbound queue, feeding every frame that is ready and
-//! flushing once. A client that lets its queue fill up is disconnected rather
-//! than allowed to slow anyone else down.
+//! The reader (this task) decodes frames and hands valid ones to the hub;
+//! a writer task drains the connection's bounded outbound queue, feeding
+//! every frame that is ready and flushing once. The hub fills that queue
+//! and, when it is full, orders the connection dropped: a slow reader never
+//! slows anyone else down. Only this module and the hub touch JSON.
 
+use std::collections::VecDeque;
+use std::error::Error as _;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, PROTOCOL_VERSION};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, User, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, info_span, Instrument};
 use warp::ws::{Message, WebSocket};
 
+use crate::core::{ConnId, SessionId};
+use crate::hub::{CloseOrder, Command, ConnHandle};
 use crate::server::Relay;
 
 /// How long the relay waits for the client's half of the close handshake.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Invalid frames tolerated per [`VIOLATION_WINDOW`] before the relay
+/// closes the connection with 1008 (SPEC L3).
+pub const MAX_VIOLATIONS: usize = 10;
+/// The window for [`MAX_VIOLATIONS`].
+pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,50 +41,60 @@ enum End {
     Silent,
     /// The outbound queue was full.
     SlowConsumer,
-    /// The relay is shutting down.
-    Shutdown,
+    /// Closed with this code: shutdown, sign-out, limits.
+    Close(u16, &'static str),
 }
 
-/// Serves one upgraded WebSocket until it ends.
-pub async fn serve(socket: WebSocket, relay: Relay) {
-    let id = relay.next_connection_id();
+/// Serves one upgraded WebSocket of `user`, signed in with `session`.
+pub async fn serve(socket: WebSocket, relay: Relay, user: User, session: SessionId) {
+    let id = ConnId(relay.next_connection_id());
+    let metrics = relay.metrics().clone();
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
     async move {
         debug!("connected");
-        let end = Connection::new(socket, relay).run().await;
+        let end = Connection::new(socket, relay.clone(), id)
+            .run(user, session)
+            .await;
+        relay.hub().send(Command::Disconnect { conn: id }).await;
         info!(?end, "disconnected");
     }
-    .instrument(info_span!("conn", id))
-    .await
+    .instrument(info_span!("conn", id = id.0))
+    .await;
+    metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 struct Connection {
+    id: ConnId,
     relay: Relay,
     stream: SplitStream<WebSocket>,
     out: mpsc::Sender<Message>,
     writer: tokio::task::JoinHandle<()>,
-    greeted: bool,
+    violations: VecDeque<Instant>,
 }
 
 impl Connection {
-    fn new(socket: WebSocket, relay: Relay) -> Self {
+    fn new(socket: WebSocket, relay: Relay, id: ConnId) -> Self {
         let (sink, stream) = socket.split();
         let (out, queue) = mpsc::channel(relay.config().outbound_queue as usize);
         let writer = tokio::spawn(write_loop(sink, queue).in_current_span());
         Connection {
+            id,
             relay,
             stream,
             out,
             writer,
-            greeted: false,
+            violations: VecDeque::new(),
         }
     }
 
-    async fn run(mut self) -> End {
+    async fn run(mut self, user: User, session: SessionId) -> End {
         let interval = self.relay.config().heartbeat_interval;
         let timeout = self.relay.config().heartbeat_timeout;
         let mut shutdown = self.relay.shutdown();
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut deadline = Instant::now() + timeout;
+        let (close_tx, mut close_rx) = oneshot::channel();
+        let mut close_tx = Some(close_tx);
 
         let end = loop {
             tokio::select! {
@@ -82,72 +104,109 @@ impl Connection {
                         if msg.is_close() {
                             break End::ClientGone;
                         }
-                        if !self.on_frame(msg) {
-                            break End::SlowConsumer;
+                        match self.on_frame(msg) {
+                            Ok(None) => {}
+                            Ok(Some(ClientMsg::Hello { protocol, resume })) => {
+                                let Some(close) = close_tx.take() else {
+                                    self.refuse(ErrorKind::HelloRequired, "hello was already said");
+                                    continue;
+                                };
+                                if protocol != PROTOCOL_VERSION {
+                                    close_tx = Some(close);
+                                    self.refuse(ErrorKind::UnsupportedProtocol, &format!(
+                                        "this relay speaks protocol {PROTOCOL_VERSION}, not {protocol}; reload the page"
+                                    ));
+                                    continue;
+                                }
+                                let handle = ConnHandle { out: self.out.clone(), close };
+                                let connect = Command::Connect {
+                                    conn: self.id, session, user: user.clone(), resume, handle,
+                                };
+                                if !self.relay.hub().send(connect).await {
+                                    break End::Close(close_code::SERVICE_RESTART, "relay restarting");
+                                }
+                            }
+                            Ok(Some(msg)) => {
+                                if close_tx.is_some() {
+                                    self.refuse(ErrorKind::HelloRequired, "send hello first");
+                                } else if !self.relay.hub().send(Command::Frame { conn: self.id, msg }).await {
+                                    break End::Close(close_code::SERVICE_RESTART, "relay restarting");
+                                }
+                            }
+                            Err(end) => break end,
                         }
                     }
                     Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            break End::Close(close_code::MESSAGE_TOO_BIG, "frame too big");
+                        }
                         debug!(error = %e, "read failed");
                         break End::ClientGone;
                     }
                     None => break End::ClientGone,
                 },
+                order = &mut close_rx, if close_tx.is_none() => match order {
+                    Ok(CloseOrder::SlowConsumer) => break End::SlowConsumer,
+                    Ok(CloseOrder::Close(code, reason)) => break End::Close(code, reason),
+                    Err(_) => break End::Close(close_code::SERVICE_RESTART, "relay restarting"),
+                },
                 _ = ping.tick() => {
-                    if !self.push(Message::ping(Vec::new())) {
+                    if self.out.try_send(Message::ping(Vec::new())).is_err() {
                         break End::SlowConsumer;
                     }
                 }
                 () = sleep_until(deadline) => break End::Silent,
-                () = shutdown.recv() => break End::Shutdown,
+                () = shutdown.recv() => break End::Close(close_code::SERVICE_RESTART, "relay restarting"),
             }
         };
+        if end == End::Silent {
+            self.relay
+                .metrics()
+                .heartbeat_drops
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.finish(end).await;
         end
     }
 
-    /// Handles one frame; false when the reply could not be queued.
-    fn on_frame(&mut self, msg: Message) -> bool {
+    /// Decodes one frame: a protocol message, nothing (pings, or an invalid
+    /// frame already answered), or the end when invalid frames pile up.
+    fn on_frame(&mut self, msg: Message) -> Result<Option<ClientMsg>, End> {
         if msg.is_ping() || msg.is_pong() {
-            return true; // liveness only; tungstenite answers pings itself
+            return Ok(None); // liveness only; tungstenite answers pings itself
         }
-        let Ok(text) = msg.to_str() else {
-            return self.send(ServerMsg::error(
-                ErrorKind::BadFrame,
-                "binary frames are not part of the protocol; send JSON text",
+        let problem = match msg.to_str() {
+            Err(()) => "binary frames are not part of the protocol; send JSON text".to_string(),
+            Ok(text) => match ClientMsg::decode(text) {
+                Ok(msg) => return Ok(Some(msg)),
+                Err(problem) => problem,
+            },
+        };
+        self.refuse(ErrorKind::BadFrame, &problem);
+        let now = Instant::now();
+        self.violations.push_back(now);
+        while self
+            .violations
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > VIOLATION_WINDOW)
+        {
+            self.violations.pop_front();
+        }
+        if self.violations.len() >= MAX_VIOLATIONS {
+            return Err(End::Close(
+                close_code::POLICY_VIOLATION,
+                "too many invalid frames",
             ));
-        };
-        let reply = match ClientMsg::decode(text) {
-            Err(problem) => ServerMsg::error(ErrorKind::BadFrame, problem),
-            Ok(ClientMsg::Hello { protocol }) if protocol == PROTOCOL_VERSION => {
-                self.greeted = true;
-                ServerMsg::Welcome {
-                    protocol: PROTOCOL_VERSION,
-                }
-            }
-            Ok(ClientMsg::Hello { protocol }) => ServerMsg::error(
-                ErrorKind::UnsupportedProtocol,
-                format!("this relay speaks protocol {PROTOCOL_VERSION}, not {protocol}; reload the page"),
-            ),
-            Ok(_) if !self.greeted => {
-                ServerMsg::error(ErrorKind::HelloRequired, "send hello first")
-            }
-            Ok(ClientMsg::Ping { nonce }) => ServerMsg::Pong { nonce },
-        };
-        self.send(reply)
-    }
-
-    fn send(&self, msg: ServerMsg) -> bool {
-        self.push(Message::text(msg.encode()))
-    }
-
-    /// Queues a frame for the writer; false when the queue is full.
-    fn push(&self, msg: Message) -> bool {
-        match self.out.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => false,
-            // The writer is gone: the socket broke, and the reader will see it.
-            Err(TrySendError::Closed(_)) => true,
         }
+        Ok(None)
+    }
+
+    /// Answers this connection directly with an error frame.
+    fn refuse(&self, kind: ErrorKind, message: &str) {
+        self.relay.metrics().error(kind);
+        let frame = Message::text(ServerMsg::error(kind, message).encode());
+        // A full queue means the hub is about to drop this client anyway.
+        let _ = self.out.try_send(frame);
     }
 
     async fn finish(self, end: End) {
@@ -158,13 +217,12 @@ impl Connection {
             ..
         } = self;
         match end {
-            End::Shutdown => {
-                let _ = out
-                    .send(Message::close_with(
-                        close_code::SERVICE_RESTART,
-                        "relay restarting",
-                    ))
-                    .await;
+            End::Close(code, reason) => {
+                let frame = Message::close_with(code, reason);
+                if out.try_send(frame).is_err() {
+                    writer.abort();
+                    return;
+                }
                 drop(out);
                 // Keep reading so the client's close frame completes the handshake.
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
@@ -180,6 +238,15 @@ impl Connection {
             End::Silent | End::SlowConsumer => writer.abort(),
         }
     }
+}
+
+/// True when the read failed because a frame or message exceeded the size limit.
+fn is_too_big(e: &warp::Error) -> bool {
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 /// Writes queued frames: feeds every frame that is ready, then flushes once,

@@ -6,17 +6,33 @@
 //! - [`server`]: [`server::run`] binds the routes to a listener and drives
 //!   graceful shutdown; the thin binary in `main.rs` only parses flags,
 //!   binds and calls it.
-//! - [`filters`]: the warp routes, one function per route.
-//! - [`connection`]: one WebSocket client process: a reader that answers
-//!   frames and a writer that drains a bounded outbound queue.
+//! - [`filters`]: the warp routes, one function per route; [`api`]: the
+//!   handlers behind `/api/*` and the checks before the WebSocket upgrade.
+//! - [`core`]: the chat domain (presence, conversations, the bus, limits)
+//!   as a deterministic state machine: no I/O, no clock.
+//! - [`hub`]: the task that owns the core, feeds it commands and ticks, and
+//!   writes its output into each connection's bounded queue.
+//! - [`connection`]: one WebSocket client process: a reader that decodes
+//!   frames for the hub and a writer that drains the outbound queue.
+//! - [`auth`]: name and password rules, argon2id, tokens, the sign-in
+//!   throttle; [`store`]: accounts and sessions (SQLite);
+//!   [`sessions`]: live sessions and the weak user registry.
+//! - [`metrics`]: counters for `/metrics`.
 //! - [`shutdown`]: the signal every connection listens to, and the drain
 //!   guard `run` waits on before it returns.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod core;
 pub mod filters;
+pub mod hub;
+pub mod metrics;
 pub mod server;
+pub mod sessions;
 pub mod shutdown;
+pub mod store;
 
 pub use config::Config;
 pub use server::run;

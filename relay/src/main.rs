@@ -31,8 +31,13 @@ async fn main() -> ExitCode {
         Ok(addr) => tracing::info!("Chat is up at http://{addr}/"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
     }
-    relay::run(listener, config, shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match relay::run(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("relay: {problem}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

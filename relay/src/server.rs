@@ -4,13 +4,22 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::auth::Throttle;
 use crate::config::Config;
+use crate::hub::{now_millis, Hub};
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
 use crate::shutdown::{DrainGuard, Shutdown, Trigger};
+use crate::store::{SqliteStore, Store};
+
+/// How often expired sessions are purged from the store and from memory.
+const SESSION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// The relay's shared state: a cheap handle that every route and connection
 /// holds a clone of.
@@ -25,21 +34,66 @@ pub struct Relay {
 #[derive(Debug)]
 struct Inner {
     config: Config,
+    store: Arc<dyn Store>,
+    sessions: Sessions,
+    // Never held across an `.await`.
+    throttle: Mutex<Throttle>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
     next_connection: AtomicU64,
     _drain: DrainGuard,
 }
 
 impl Relay {
-    fn new(config: Config, trigger: &Trigger) -> Self {
+    fn new(config: Config, store: Arc<dyn Store>, trigger: &Trigger) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let throttle = Throttle::new(
+            config.login_failures_per_name,
+            config.login_failures_per_address,
+            config.login_window,
+        );
         Relay {
             inner: Arc::new(Inner {
+                hub: Hub::spawn(config.limits(), metrics.clone()),
                 config,
+                store,
+                sessions: Sessions::default(),
+                throttle: Mutex::new(throttle),
+                metrics,
                 shutdown: trigger.subscribe(),
                 next_connection: AtomicU64::new(1),
                 _drain: trigger.guard(),
             }),
         }
+    }
+
+    /// Accounts and sessions.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Live sessions and the user registry.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// The sign-in throttle (SPEC S3).
+    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hub that owns the live chat state.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// The flags this relay runs with.
@@ -58,15 +112,33 @@ impl Relay {
     }
 }
 
+/// Opens the store named by `--db`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+    let store = if config.db.as_os_str() == ":memory:" {
+        SqliteStore::in_memory()
+    } else {
+        SqliteStore::open(&config.db)
+    };
+    store
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| format!("cannot open the store {}: {e}", config.db.display()))
+}
+
 /// Serves the app, the API and the WebSocket on `listener` until `shutdown`
 /// resolves; then stops accepting, tells every WebSocket client that the
 /// relay is restarting (close code 1012) and returns once they are closed,
-/// or after `--shutdown-timeout`.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+/// or after `--shutdown-timeout`. Fails only if the store cannot be opened.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let store = open_store(&config)?;
     check_static_dir(&config.static_dir);
     let shutdown_timeout = config.shutdown_timeout;
     let trigger = Trigger::new();
-    let relay = Relay::new(config, &trigger);
+    let relay = Relay::new(config, store, &trigger);
+    tokio::spawn(sweep_sessions(relay.clone()));
     let routes = crate::filters::routes(relay);
 
     let mut stop_accepting = trigger.subscribe();
@@ -93,6 +165,28 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             timeout = %humantime::format_duration(shutdown_timeout),
             "connections still open at the shutdown timeout; leaving them"
         ),
+    }
+    Ok(())
+}
+
+/// Purges expired sessions now and then, until shutdown.
+async fn sweep_sessions(relay: Relay) {
+    let mut shutdown = relay.shutdown();
+    let mut every = tokio::time::interval(SESSION_SWEEP);
+    let idle = relay.config().session_idle;
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.recv() => return,
+        }
+        let now = now_millis();
+        match relay.store().purge_expired_sessions(now, idle_ms).await {
+            Ok(n) if n > 0 => info!(sessions = n, "expired sessions purged"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "purging expired sessions failed"),
+        }
+        relay.sessions().forget_idle(now.saturating_sub(idle_ms));
     }
 }
 

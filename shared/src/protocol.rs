@@ -125,6 +125,19 @@ pub struct ConversationSnapshot {
     /// True if messages the client asked for are no longer held (history
     /// is bounded): the page says so (SPEC R2).
     pub gap: bool,
+    /// Set once the conversation has ended: it stays readable, its prompt
+    /// disabled, until the user closes it (SPEC C7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ending>,
+}
+
+/// The departure that ended a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// Who went.
+    pub user: UserId,
+    /// Why.
+    pub reason: Departure,
 }
 
 /// Where a reconnecting page left off in one conversation (SPEC R2).
@@ -239,9 +252,7 @@ pub enum ServerMsg {
         /// Which.
         conversation: ConversationId,
         /// The departure that ended it.
-        user: UserId,
-        /// Why they went.
-        reason: Departure,
+        ending: Ending,
     },
     /// This user left the conversation (from this or another tab): remove it.
     Closed {
@@ -429,13 +440,22 @@ mod tests {
             participants: vec![alice()],
             messages: vec![message()],
             gap: false,
+            ended: None,
+        };
+        let ended = ConversationSnapshot {
+            ended: Some(Ending {
+                user: UserId(2),
+                reason: Departure::Left,
+            }),
+            messages: vec![],
+            ..snapshot.clone()
         };
         vec![
             ServerMsg::Welcome {
                 protocol: PROTOCOL_VERSION,
                 me: alice(),
                 online: vec![],
-                conversations: vec![snapshot.clone()],
+                conversations: vec![snapshot.clone(), ended],
             },
             ServerMsg::Pong { nonce: 7 },
             ServerMsg::Presence {
@@ -459,8 +479,10 @@ mod tests {
             },
             ServerMsg::Ended {
                 conversation: ConversationId(5),
-                user: UserId(2),
-                reason: Departure::WentOffline,
+                ending: Ending {
+                    user: UserId(2),
+                    reason: Departure::WentOffline,
+                },
             },
             ServerMsg::Closed {
                 conversation: ConversationId(5),
@@ -503,18 +525,24 @@ mod tests {
         let user = r##"{"id":1,"name":"alice","color":"#3557d4"}"##;
         let msg = r#"{"seq":3,"author":1,"time":1700000000000,"text":"hi <b>\n","client_id":77}"#;
         let snap = format!(r#"{{"id":5,"participants":[{user}],"messages":[{msg}],"gap":false}}"#);
+        let ended = format!(
+            r#"{{"id":5,"participants":[{user}],"messages":[],"gap":false,"ended":{{"user":2,"reason":"left"}}}}"#
+        );
         let server: Vec<String> = server_samples().iter().map(ServerMsg::encode).collect();
         assert_eq!(
             server,
             [
-                format!(r#"{{"type":"welcome","protocol":1,"me":{user},"online":[],"conversations":[{snap}]}}"#),
+                format!(
+                    r#"{{"type":"welcome","protocol":1,"me":{user},"online":[],"conversations":[{snap},{ended}]}}"#
+                ),
                 r#"{"type":"pong","nonce":7}"#.to_string(),
                 format!(r#"{{"type":"presence","joined":[{user}],"left":[9]}}"#),
                 format!(r#"{{"type":"started","conversation":{snap}}}"#),
                 r#"{"type":"opened","conversation":5}"#.to_string(),
                 format!(r#"{{"type":"message","conversation":5,"message":{msg}}}"#),
                 r#"{"type":"departed","conversation":5,"user":2,"reason":"left"}"#.to_string(),
-                r#"{"type":"ended","conversation":5,"user":2,"reason":"went_offline"}"#.to_string(),
+                r#"{"type":"ended","conversation":5,"ending":{"user":2,"reason":"went_offline"}}"#
+                    .to_string(),
                 r#"{"type":"closed","conversation":5}"#.to_string(),
                 r#"{"type":"error","kind":"bad_frame","message":"invalid frame: expected value"}"#
                     .to_string(),
@@ -546,7 +574,8 @@ mod tests {
 
     #[test]
     fn every_error_kind_has_a_distinct_name() {
-        let names: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), ErrorKind::ALL.len());
         for kind in ErrorKind::ALL {
             let json = serde_json::to_string(&kind).unwrap();

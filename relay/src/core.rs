@@ -1,0 +1,730 @@
+//! The relay's domain: presence, client processes, conversations, the
+//! message bus and the per-user limits, as a deterministic state machine.
+//!
+//! Like quinn-proto, the core does no I/O and reads no clock: every event
+//! comes in with the time (`now`, Unix milliseconds) and every effect goes
+//! out as an [`Outbound`], collected with [`Core::take_outbound`]. The hub
+//! (`hub.rs`) feeds it from sockets and timers; the tests below drive it by
+//! hand, time included.
+//!
+//! Rules kept here, by SPEC id: U1–U4 (presence, grace, batched diffs),
+//! C1–C2 (idempotent creation, announced to every tab), C5–C8 and C10 (the
+//! bus, resends, endings, leaving, groups), R2 (resume), L2 (participants
+//! only), L4 (rate limit), L5 (caps).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use shared::protocol::{
+    close_code, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot,
+    Departure, Ending, ErrorKind, Resume, Seq, ServerMsg, User, UserId, MAX_MESSAGE_CHARS,
+    MAX_PARTICIPANTS, PROTOCOL_VERSION,
+};
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// One client process (one WebSocket), numbered by the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// One browser's sign-in, numbered by the hub; all its tabs share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// The limits the core enforces; each is a relay flag.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a user with no connection stays online (SPEC U3).
+    pub offline_grace: Duration,
+    /// At most one presence frame per client per this interval (SPEC U4).
+    pub presence_batch: Duration,
+    /// Client processes per user (SPEC L5).
+    pub connections_per_user: usize,
+    /// Conversations a user may hold, live or ended-but-open (SPEC L5).
+    pub conversations_per_user: usize,
+    /// Participants per conversation, the creator included (SPEC L5, C10).
+    pub participants: usize,
+    /// Messages kept per conversation (SPEC L5).
+    pub history: usize,
+    /// Sustained messages per second per user (SPEC L4).
+    pub message_rate: f64,
+    /// Messages a user may send in a burst (SPEC L4).
+    pub message_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            offline_grace: Duration::from_secs(10),
+            presence_batch: Duration::from_millis(100),
+            connections_per_user: 32,
+            conversations_per_user: 100,
+            participants: MAX_PARTICIPANTS,
+            history: 1_000,
+            message_rate: 10.0,
+            message_burst: 20.0,
+        }
+    }
+}
+
+/// An effect for the hub to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// Send one frame to each of these connections (serialized once).
+    Send {
+        /// The recipients.
+        to: Vec<ConnId>,
+        /// The frame.
+        msg: ServerMsg,
+    },
+    /// Close a connection with this code and reason.
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// WebSocket close code.
+        code: u16,
+        /// Human-readable reason.
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug)]
+struct Conn {
+    user: UserId,
+    session: SessionId,
+}
+
+#[derive(Debug)]
+struct UserState {
+    user: User,
+    conns: BTreeSet<ConnId>,
+    /// Set while the user has no connection: when the grace period ends.
+    offline_at: Option<Millis>,
+    /// Conversations in this user's list, live or ended-but-not-closed.
+    conversations: BTreeSet<ConversationId>,
+    rate: TokenBucket,
+}
+
+#[derive(Debug)]
+struct Conversation {
+    id: ConversationId,
+    /// Everyone who has been in it, for names and colours after they go.
+    members: BTreeMap<UserId, User>,
+    /// Who is in it now (a live conversation) or was when it ended.
+    participants: BTreeSet<UserId>,
+    /// Users whose list still shows it.
+    holders: BTreeSet<UserId>,
+    history: VecDeque<ChatMessage>,
+    next_seq: u64,
+    ended: Option<Ending>,
+}
+
+impl Conversation {
+    /// The sorted participant set, the key of idempotent creation (SPEC C1).
+    fn key(&self) -> Vec<UserId> {
+        self.participants.iter().copied().collect()
+    }
+
+    fn snapshot(&self, after: Option<Seq>) -> ConversationSnapshot {
+        let first_held = self.history.front().map_or(self.next_seq, |m| m.seq.0);
+        let (messages, gap) = match after {
+            // A new tab gets what history holds; older messages are simply gone.
+            None => (self.history.iter().cloned().collect(), false),
+            Some(Seq(last)) => (
+                self.history
+                    .iter()
+                    .filter(|m| m.seq.0 > last)
+                    .cloned()
+                    .collect(),
+                last + 1 < first_held,
+            ),
+        };
+        ConversationSnapshot {
+            id: self.id,
+            participants: self
+                .participants
+                .iter()
+                .filter_map(|id| self.members.get(id).cloned())
+                .collect(),
+            messages,
+            gap,
+            ended: self.ended,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.ended.is_none()
+    }
+}
+
+/// A token bucket for the message rate limit (SPEC L4), refilled lazily.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    updated: Millis,
+}
+
+impl TokenBucket {
+    fn full(limits: &Limits, now: Millis) -> Self {
+        TokenBucket {
+            tokens: limits.message_burst,
+            updated: now,
+        }
+    }
+
+    fn take(&mut self, limits: &Limits, now: Millis) -> bool {
+        let elapsed = now.saturating_sub(self.updated) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * limits.message_rate).min(limits.message_burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The whole live state of one relay.
+#[derive(Debug)]
+pub struct Core {
+    limits: Limits,
+    conns: HashMap<ConnId, Conn>,
+    users: HashMap<UserId, UserState>,
+    conversations: HashMap<ConversationId, Conversation>,
+    /// Live conversations by their sorted participant set.
+    by_participants: HashMap<Vec<UserId>, ConversationId>,
+    next_conversation: u64,
+    messages_stamped: u64,
+    presence_joined: BTreeMap<UserId, User>,
+    presence_left: BTreeSet<UserId>,
+    last_presence: Option<Millis>,
+    out: Vec<Outbound>,
+}
+
+impl Core {
+    /// An empty relay.
+    pub fn new(limits: Limits) -> Self {
+        Core {
+            limits,
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            conversations: HashMap::new(),
+            by_participants: HashMap::new(),
+            next_conversation: 1,
+            messages_stamped: 0,
+            presence_joined: BTreeMap::new(),
+            presence_left: BTreeSet::new(),
+            last_presence: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// The effects of every event since the last call, in order.
+    pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Users online now (including those in their grace period).
+    pub fn online_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Live client processes.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Conversations held in memory, live or ended-but-open.
+    pub fn conversation_count(&self) -> usize {
+        self.conversations.len()
+    }
+
+    /// Messages stamped since start.
+    pub fn messages_stamped(&self) -> u64 {
+        self.messages_stamped
+    }
+
+    /// A client process said `hello` (the transport checked the protocol
+    /// version): register it and send it the whole state (SPEC U1, C2, R2).
+    pub fn connect(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        user: User,
+        resume: &[Resume],
+        now: Millis,
+    ) {
+        let id = user.id;
+        let state = self.users.entry(id).or_insert_with(|| UserState {
+            user: user.clone(),
+            conns: BTreeSet::new(),
+            offline_at: None,
+            conversations: BTreeSet::new(),
+            rate: TokenBucket::full(&self.limits, now),
+        });
+        if state.conns.len() >= self.limits.connections_per_user {
+            let limit = self.limits.connections_per_user;
+            let refuse = ServerMsg::error(
+                ErrorKind::TooManyConnections,
+                format!("you already have {limit} tabs open; close one and reload"),
+            );
+            self.send(vec![conn], refuse);
+            self.out.push(Outbound::Close {
+                conn,
+                code: close_code::POLICY_VIOLATION,
+                reason: "too many connections",
+            });
+            return;
+        }
+        let newly_online = state.conns.is_empty() && state.offline_at.is_none();
+        state.conns.insert(conn);
+        state.offline_at = None;
+        self.conns.insert(conn, Conn { user: id, session });
+        if newly_online {
+            self.presence_left.remove(&id);
+            self.presence_joined.insert(id, user.clone());
+        }
+
+        let resume: HashMap<ConversationId, Seq> = resume
+            .iter()
+            .map(|r| (r.conversation, r.last_seq))
+            .collect();
+        let conversations = self.users[&id]
+            .conversations
+            .iter()
+            .filter_map(|c| self.conversations.get(c))
+            .map(|c| c.snapshot(resume.get(&c.id).copied()))
+            .collect();
+        let mut online: Vec<User> = self
+            .users
+            .values()
+            .filter(|u| u.user.id != id)
+            .map(|u| u.user.clone())
+            .collect();
+        online.sort_by(by_name);
+        let welcome = ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: user,
+            online,
+            conversations,
+        };
+        self.send(vec![conn], welcome);
+    }
+
+    /// A client process is gone. Its user stays online for the grace
+    /// period if it was their last (SPEC U3).
+    pub fn disconnect(&mut self, conn: ConnId, now: Millis) {
+        let Some(Conn { user, .. }) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(state) = self.users.get_mut(&user) {
+            state.conns.remove(&conn);
+            if state.conns.is_empty() {
+                state.offline_at = Some(now + millis(self.limits.offline_grace));
+            }
+        }
+    }
+
+    /// A session ended (log out or expiry): every tab of it is told and
+    /// closed (SPEC S5). The user's other sessions stay.
+    pub fn end_session(&mut self, session: SessionId, now: Millis) {
+        let mut closing: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        closing.sort();
+        for conn in closing {
+            self.out.push(Outbound::Close {
+                conn,
+                code: close_code::SIGNED_OUT,
+                reason: "signed out",
+            });
+            self.disconnect(conn, now);
+        }
+    }
+
+    /// A frame from a client process that has said `hello`.
+    pub fn frame(&mut self, conn: ConnId, msg: ClientMsg, now: Millis) {
+        let Some(user) = self.conns.get(&conn).map(|c| c.user) else {
+            return;
+        };
+        match msg {
+            ClientMsg::Hello { .. } => self.refuse(
+                conn,
+                ErrorKind::HelloRequired,
+                "hello was already said",
+                None,
+            ),
+            ClientMsg::Ping { nonce } => self.send(vec![conn], ServerMsg::Pong { nonce }),
+            ClientMsg::Open { with } => self.open(conn, user, with),
+            ClientMsg::Send {
+                conversation,
+                client_id,
+                text,
+            } => self.post(conn, user, conversation, client_id, text, now),
+            ClientMsg::Leave { conversation } => self.leave(conn, user, conversation),
+        }
+    }
+
+    /// Advances time: ends grace periods (SPEC U3, C7, C10) and sends the
+    /// batched presence diffs (SPEC U4). The hub calls this at least every
+    /// `presence_batch`.
+    pub fn tick(&mut self, now: Millis) {
+        let mut expired: Vec<UserId> = self
+            .users
+            .values()
+            .filter(|u| u.offline_at.is_some_and(|at| at <= now))
+            .map(|u| u.user.id)
+            .collect();
+        expired.sort();
+        for user in expired {
+            self.go_offline(user);
+        }
+        let due = self
+            .last_presence
+            .is_none_or(|last| now >= last + millis(self.limits.presence_batch));
+        if due && !(self.presence_joined.is_empty() && self.presence_left.is_empty()) {
+            self.flush_presence();
+            self.last_presence = Some(now);
+        }
+    }
+
+    fn flush_presence(&mut self) {
+        let joined = std::mem::take(&mut self.presence_joined);
+        let left = std::mem::take(&mut self.presence_left);
+        let mut joined_users: Vec<User> = joined.values().cloned().collect();
+        joined_users.sort_by(by_name);
+        let mut recipients: Vec<(UserId, Vec<ConnId>)> = self
+            .users
+            .values()
+            .filter(|u| !u.conns.is_empty())
+            .map(|u| (u.user.id, u.conns.iter().copied().collect()))
+            .collect();
+        recipients.sort();
+        // Most recipients get the same frame; the users named in it get
+        // one without themselves (SPEC U1: never yourself).
+        let everyone = ServerMsg::Presence {
+            joined: joined_users.clone(),
+            left: left.iter().copied().collect(),
+        };
+        let mut common = Vec::new();
+        for (user, conns) in recipients {
+            if joined.contains_key(&user) || left.contains(&user) {
+                let msg = ServerMsg::Presence {
+                    joined: joined_users
+                        .iter()
+                        .filter(|u| u.id != user)
+                        .cloned()
+                        .collect(),
+                    left: left.iter().copied().filter(|u| *u != user).collect(),
+                };
+                if !matches!(&msg, ServerMsg::Presence { joined, left } if joined.is_empty() && left.is_empty())
+                {
+                    self.send(conns, msg);
+                }
+            } else {
+                common.extend(conns);
+            }
+        }
+        if !common.is_empty() {
+            self.send(common, everyone);
+        }
+    }
+
+    fn go_offline(&mut self, user: UserId) {
+        let Some(state) = self.users.remove(&user) else {
+            return;
+        };
+        if self.presence_joined.remove(&user).is_none() {
+            self.presence_left.insert(user);
+        }
+        for conversation in state.conversations {
+            self.depart(conversation, user, Departure::WentOffline);
+        }
+    }
+
+    /// SPEC C1, C2, C10, L5.
+    fn open(&mut self, conn: ConnId, me: UserId, with: Vec<UserId>) {
+        let mut participants: BTreeSet<UserId> = with.into_iter().collect();
+        participants.insert(me);
+        if participants.len() < 2 || participants.len() > self.limits.participants {
+            let max = self.limits.participants;
+            return self.refuse(
+                conn,
+                ErrorKind::BadParticipants,
+                &format!("a conversation has 2 to {max} participants, you included"),
+                None,
+            );
+        }
+        if let Some(offline) = participants.iter().find(|u| !self.users.contains_key(u)) {
+            return self.refuse(
+                conn,
+                ErrorKind::UserOffline,
+                &format!("user {offline} is not online"),
+                None,
+            );
+        }
+        let key: Vec<UserId> = participants.iter().copied().collect();
+        if let Some(&existing) = self.by_participants.get(&key) {
+            return self.send(
+                vec![conn],
+                ServerMsg::Opened {
+                    conversation: existing,
+                },
+            );
+        }
+        let cap = self.limits.conversations_per_user;
+        if let Some(full) = participants
+            .iter()
+            .map(|u| &self.users[u])
+            .find(|u| u.conversations.len() >= cap)
+        {
+            let message = if full.user.id == me {
+                format!("you have {cap} conversations open; close one first")
+            } else {
+                format!("{} has too many conversations open", full.user.name)
+            };
+            return self.refuse(conn, ErrorKind::TooManyConversations, &message, None);
+        }
+
+        let id = ConversationId(self.next_conversation);
+        self.next_conversation += 1;
+        let members = participants
+            .iter()
+            .map(|u| (*u, self.users[u].user.clone()))
+            .collect();
+        let conversation = Conversation {
+            id,
+            members,
+            participants: participants.clone(),
+            holders: participants.clone(),
+            history: VecDeque::new(),
+            next_seq: 1,
+            ended: None,
+        };
+        let started = ServerMsg::Started {
+            conversation: conversation.snapshot(None),
+        };
+        self.by_participants.insert(key, id);
+        self.conversations.insert(id, conversation);
+        for user in &participants {
+            if let Some(state) = self.users.get_mut(user) {
+                state.conversations.insert(id);
+            }
+        }
+        let to = self.conns_of(participants.iter());
+        self.send(to, started);
+        self.send(vec![conn], ServerMsg::Opened { conversation: id });
+    }
+
+    /// SPEC C4, C5, C6, L2, L4.
+    fn post(
+        &mut self,
+        conn: ConnId,
+        me: UserId,
+        id: ConversationId,
+        client_id: ClientMsgId,
+        text: String,
+        now: Millis,
+    ) {
+        let refuse = |core: &mut Core, kind, message: &str| {
+            core.refuse(conn, kind, message, Some(client_id))
+        };
+        let Some(conversation) = self
+            .conversations
+            .get(&id)
+            .filter(|c| c.holders.contains(&me))
+        else {
+            return refuse(self, ErrorKind::NoSuchConversation, "no such conversation");
+        };
+        if !conversation.is_live() {
+            return refuse(
+                self,
+                ErrorKind::ConversationEnded,
+                "this conversation has ended",
+            );
+        }
+        // A resend of a message already stamped: confirm it to this tab only (SPEC C6).
+        if let Some(original) = conversation
+            .history
+            .iter()
+            .rev()
+            .find(|m| m.author == me && m.client_id == client_id)
+        {
+            let msg = ServerMsg::Message {
+                conversation: id,
+                message: original.clone(),
+            };
+            return self.send(vec![conn], msg);
+        }
+        if text.trim().is_empty() {
+            return refuse(self, ErrorKind::EmptyMessage, "a message needs some text");
+        }
+        if text.chars().count() > MAX_MESSAGE_CHARS {
+            return refuse(
+                self,
+                ErrorKind::MessageTooLong,
+                &format!("messages are at most {MAX_MESSAGE_CHARS} characters"),
+            );
+        }
+        let limits = &self.limits;
+        let allowed = self
+            .users
+            .get_mut(&me)
+            .is_some_and(|u| u.rate.take(limits, now));
+        if !allowed {
+            return refuse(
+                self,
+                ErrorKind::SlowDown,
+                "slow down: too many messages; try again in a moment",
+            );
+        }
+
+        let Some(conversation) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let message = ChatMessage {
+            seq: Seq(conversation.next_seq),
+            author: me,
+            time: now,
+            text,
+            client_id,
+        };
+        conversation.next_seq += 1;
+        self.messages_stamped += 1;
+        conversation.history.push_back(message.clone());
+        while conversation.history.len() > self.limits.history {
+            conversation.history.pop_front();
+        }
+        let participants: Vec<UserId> = conversation.participants.iter().copied().collect();
+        let to = self.conns_of(participants.iter());
+        self.send(
+            to,
+            ServerMsg::Message {
+                conversation: id,
+                message,
+            },
+        );
+    }
+
+    /// SPEC C8: leave (or close an ended conversation).
+    fn leave(&mut self, conn: ConnId, me: UserId, id: ConversationId) {
+        let held = self
+            .conversations
+            .get(&id)
+            .is_some_and(|c| c.holders.contains(&me));
+        if !held {
+            return self.refuse(
+                conn,
+                ErrorKind::NoSuchConversation,
+                "no such conversation",
+                None,
+            );
+        }
+        if let Some(state) = self.users.get_mut(&me) {
+            state.conversations.remove(&id);
+        }
+        let to = self.conns_of([me].iter());
+        self.send(to, ServerMsg::Closed { conversation: id });
+        self.depart(id, me, Departure::Left);
+    }
+
+    /// `user` is no longer in conversation `id`: tell the others, end it if
+    /// fewer than two remain, free it once nobody holds it (SPEC C7, C8, C10).
+    fn depart(&mut self, id: ConversationId, user: UserId, reason: Departure) {
+        let Some(conversation) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        conversation.holders.remove(&user);
+        if conversation.is_live() {
+            let key = conversation.key();
+            let remaining: Vec<UserId> = conversation
+                .participants
+                .iter()
+                .copied()
+                .filter(|u| *u != user)
+                .collect();
+            let msg = if remaining.len() < 2 {
+                let ending = Ending { user, reason };
+                conversation.ended = Some(ending);
+                unindex(&mut self.by_participants, &key, id);
+                ServerMsg::Ended {
+                    conversation: id,
+                    ending,
+                }
+            } else {
+                conversation.participants.remove(&user);
+                unindex(&mut self.by_participants, &key, id);
+                // A group that shrinks to the set of another live conversation
+                // (say, an existing dialog) leaves that one as the one to open.
+                self.by_participants.entry(conversation.key()).or_insert(id);
+                ServerMsg::Departed {
+                    conversation: id,
+                    user,
+                    reason,
+                }
+            };
+            let to = self.conns_of(remaining.iter());
+            self.send(to, msg);
+        }
+        if self
+            .conversations
+            .get(&id)
+            .is_some_and(|c| c.holders.is_empty())
+        {
+            self.conversations.remove(&id);
+        }
+    }
+
+    fn conns_of<'a>(&self, users: impl Iterator<Item = &'a UserId>) -> Vec<ConnId> {
+        users
+            .filter_map(|u| self.users.get(u))
+            .flat_map(|u| u.conns.iter().copied())
+            .collect()
+    }
+
+    fn send(&mut self, to: Vec<ConnId>, msg: ServerMsg) {
+        if !to.is_empty() {
+            self.out.push(Outbound::Send { to, msg });
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        kind: ErrorKind,
+        message: &str,
+        client_id: Option<ClientMsgId>,
+    ) {
+        let msg = ServerMsg::Error {
+            kind,
+            message: message.to_string(),
+            client_id,
+        };
+        self.send(vec![conn], msg);
+    }
+}
+
+fn unindex(index: &mut HashMap<Vec<UserId>, ConversationId>, key: &[UserId], id: ConversationId) {
+    if index.get(key) == Some(&id) {
+        index.remove(key);
+    }
+}
+
+fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
+    a.name
+        .to_lowercase()
+        .cmp(&b.name.to_lowercase())
+        .then(a.id.cmp(&b.id))
+}
+
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,784 @@
+//! The domain rules, driven by hand: no sockets, no clock. Each test names
+//! the SPEC ids it covers.
+
+use super::*;
+
+/// A relay core plus what each connection has received.
+struct World {
+    core: Core,
+    now: Millis,
+    inbox: HashMap<ConnId, Vec<ServerMsg>>,
+    closed: HashMap<ConnId, u16>,
+}
+
+const T0: Millis = 1_700_000_000_000;
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id: UserId(id),
+        name: name.into(),
+        color: "#3557d4".into(),
+    }
+}
+
+fn alice() -> User {
+    user(1, "alice")
+}
+fn bob() -> User {
+    user(2, "Bob")
+}
+fn carol() -> User {
+    user(3, "carol")
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with(Limits::default())
+    }
+
+    fn with(limits: Limits) -> Self {
+        World {
+            core: Core::new(limits),
+            now: T0,
+            inbox: HashMap::new(),
+            closed: HashMap::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        for out in self.core.take_outbound() {
+            match out {
+                Outbound::Send { to, msg } => {
+                    for conn in to {
+                        self.inbox.entry(conn).or_default().push(msg.clone());
+                    }
+                }
+                Outbound::Close { conn, code, .. } => {
+                    self.closed.insert(conn, code);
+                }
+            }
+        }
+    }
+
+    /// Connects `conn` for `user` (session numbered like the user) and
+    /// returns its welcome.
+    fn connect(&mut self, conn: u64, user: User) -> ServerMsg {
+        self.connect_session(conn, user.id.0, user, &[])
+    }
+
+    fn connect_session(
+        &mut self,
+        conn: u64,
+        session: u64,
+        user: User,
+        resume: &[Resume],
+    ) -> ServerMsg {
+        self.core
+            .connect(ConnId(conn), SessionId(session), user, resume, self.now);
+        self.pump();
+        self.frames(conn).into_iter().next().expect("a welcome")
+    }
+
+    fn disconnect(&mut self, conn: u64) {
+        self.core.disconnect(ConnId(conn), self.now);
+        self.pump();
+    }
+
+    fn send(&mut self, conn: u64, msg: ClientMsg) {
+        self.core.frame(ConnId(conn), msg, self.now);
+        self.pump();
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        self.core.tick(self.now);
+        self.pump();
+    }
+
+    /// Everything `conn` received since the last call.
+    fn frames(&mut self, conn: u64) -> Vec<ServerMsg> {
+        self.inbox.remove(&ConnId(conn)).unwrap_or_default()
+    }
+
+    /// `conn` opens a conversation with `with` and gets its id.
+    fn open(&mut self, conn: u64, with: &[u64]) -> ConversationId {
+        self.send(
+            conn,
+            ClientMsg::Open {
+                with: with.iter().map(|u| UserId(*u)).collect(),
+            },
+        );
+        let frames = self.inbox.get(&ConnId(conn)).cloned().unwrap_or_default();
+        frames
+            .iter()
+            .find_map(|f| match f {
+                ServerMsg::Opened { conversation } => Some(*conversation),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no `opened` for conn {conn}: {frames:?}"))
+    }
+
+    fn post(&mut self, conn: u64, conversation: ConversationId, client_id: u64, text: &str) {
+        self.send(
+            conn,
+            ClientMsg::Send {
+                conversation,
+                client_id: ClientMsgId(client_id),
+                text: text.into(),
+            },
+        );
+    }
+}
+
+fn online_names(welcome: &ServerMsg) -> Vec<String> {
+    match welcome {
+        ServerMsg::Welcome { online, .. } => online.iter().map(|u| u.name.clone()).collect(),
+        other => panic!("not a welcome: {other:?}"),
+    }
+}
+
+fn welcome_conversations(welcome: &ServerMsg) -> Vec<ConversationSnapshot> {
+    match welcome {
+        ServerMsg::Welcome { conversations, .. } => conversations.clone(),
+        other => panic!("not a welcome: {other:?}"),
+    }
+}
+
+fn texts(frames: &[ServerMsg]) -> Vec<(u64, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Message { message, .. } => Some((message.seq.0, message.text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn errors(frames: &[ServerMsg]) -> Vec<ErrorKind> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Error { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn presence(frames: &[ServerMsg]) -> Vec<(Vec<String>, Vec<UserId>)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Presence { joined, left } => Some((
+                joined.iter().map(|u| u.name.clone()).collect(),
+                left.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn u1_welcome_lists_the_other_online_users_sorted_by_name_never_yourself() {
+    let mut w = World::new();
+    w.connect(10, carol());
+    w.connect(20, alice());
+    w.connect(30, bob());
+    let welcome = w.connect(31, bob());
+    assert_eq!(online_names(&welcome), ["alice", "carol"]);
+    assert!(matches!(welcome, ServerMsg::Welcome { me, .. } if me == bob()));
+}
+
+#[test]
+fn u4_presence_reaches_others_as_batched_diffs() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.advance(100);
+    w.frames(10);
+
+    // Two users join within one batch window: alice hears once, about both.
+    w.connect(20, bob());
+    w.connect(30, carol());
+    assert_eq!(presence(&w.frames(10)), [], "nothing before the batch tick");
+    w.advance(100);
+    assert_eq!(
+        presence(&w.frames(10)),
+        [(vec!["Bob".to_string(), "carol".to_string()], vec![])]
+    );
+    // Each newcomer hears of the other, never of itself.
+    assert_eq!(
+        presence(&w.frames(20)),
+        [(vec!["carol".to_string()], vec![])]
+    );
+    assert_eq!(presence(&w.frames(30)), [(vec!["Bob".to_string()], vec![])]);
+
+    // At most one presence frame per client per batch window.
+    w.disconnect(30);
+    w.advance(10_000); // carol's grace ends: a `left` is pending
+    w.connect(40, user(4, "dave"));
+    w.advance(50); // inside the window after the last flush? No flush yet if due.
+    let frames: Vec<_> = presence(&w.frames(10));
+    assert!(frames.len() <= 1, "{frames:?}");
+    w.advance(100);
+    let all: Vec<_> = frames.into_iter().chain(presence(&w.frames(10))).collect();
+    assert_eq!(
+        all.iter().map(|(j, _)| j.len()).sum::<usize>(),
+        1,
+        "dave joined once: {all:?}"
+    );
+    assert_eq!(
+        all.iter().map(|(_, l)| l.len()).sum::<usize>(),
+        1,
+        "carol left once: {all:?}"
+    );
+}
+
+#[test]
+fn u3_a_reload_within_the_grace_period_changes_nothing() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.advance(100);
+    w.frames(10);
+
+    w.disconnect(20);
+    w.advance(5_000);
+    w.connect(21, bob());
+    w.advance(10_000);
+    assert_eq!(presence(&w.frames(10)), [], "bob never left");
+    assert_eq!(w.core.online_count(), 2);
+}
+
+#[test]
+fn u3_after_the_grace_period_the_user_is_offline_for_everyone() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(21, bob());
+    w.advance(100);
+    w.frames(10);
+
+    w.disconnect(20);
+    w.advance(20_000);
+    assert_eq!(presence(&w.frames(10)), [], "bob still has a tab");
+    w.disconnect(21);
+    w.advance(9_900);
+    assert_eq!(presence(&w.frames(10)), [], "still in the grace period");
+    w.advance(100);
+    assert_eq!(presence(&w.frames(10)), [(vec![], vec![UserId(2)])]);
+    assert_eq!(online_names(&w.connect(11, alice())), Vec::<String>::new());
+}
+
+#[test]
+fn c1_opening_is_idempotent_from_both_sides_and_double_clicks() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(21, bob());
+    let a = w.open(10, &[2]);
+    let again = w.open(10, &[2]);
+    let from_bob = w.open(20, &[1, 2]);
+    assert_eq!(a, again);
+    assert_eq!(a, from_bob);
+    assert_eq!(w.core.conversation_count(), 1);
+
+    // C2: every tab of every participant heard of it exactly once.
+    for conn in [10, 20, 21] {
+        let started = w
+            .frames(conn)
+            .iter()
+            .filter(|f| matches!(f, ServerMsg::Started { .. }))
+            .count();
+        assert_eq!(started, 1, "conn {conn}");
+    }
+}
+
+#[test]
+fn c1_only_online_users_and_sensible_sets() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.send(
+        10,
+        ClientMsg::Open {
+            with: vec![UserId(9)],
+        },
+    );
+    w.send(10, ClientMsg::Open { with: vec![] });
+    w.send(
+        10,
+        ClientMsg::Open {
+            with: vec![UserId(1)],
+        },
+    );
+    assert_eq!(
+        errors(&w.frames(10)),
+        [
+            ErrorKind::UserOffline,
+            ErrorKind::BadParticipants,
+            ErrorKind::BadParticipants
+        ]
+    );
+}
+
+#[test]
+fn c2_c5_messages_reach_every_tab_of_every_participant_in_one_order() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(11, alice());
+    w.connect(20, bob());
+    w.connect(30, carol());
+    let c = w.open(10, &[2]);
+    for conn in [10, 11, 20, 30] {
+        w.frames(conn);
+    }
+    w.advance(1_000);
+    w.post(10, c, 1, "hi bob");
+    w.post(20, c, 1, "hi alice");
+    w.post(11, c, 2, "from my other tab");
+
+    let expected = vec![
+        (1, "hi bob".to_string()),
+        (2, "hi alice".to_string()),
+        (3, "from my other tab".to_string()),
+    ];
+    for conn in [10, 11, 20] {
+        let frames = w.frames(conn);
+        assert_eq!(texts(&frames), expected, "conn {conn}");
+        // C5: stamped by the relay: author from the connection, relay time.
+        let authors: Vec<UserId> = frames
+            .iter()
+            .filter_map(|f| match f {
+                ServerMsg::Message { message, .. } => {
+                    assert_eq!(message.time, T0 + 1_000);
+                    Some(message.author)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(authors, [UserId(1), UserId(2), UserId(1)]);
+    }
+    assert_eq!(texts(&w.frames(30)), [], "carol is not in it");
+
+    // C2: a tab opened later has the conversation with its history.
+    let welcome = w.connect(22, bob());
+    let conversations = welcome_conversations(&welcome);
+    assert_eq!(conversations.len(), 1);
+    let history: Vec<&str> = conversations[0]
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(history, ["hi bob", "hi alice", "from my other tab"]);
+    assert_eq!(conversations[0].participants, [alice(), bob()]);
+}
+
+#[test]
+fn c6_a_resend_with_the_same_client_id_is_delivered_once() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    w.frames(10);
+    w.frames(20);
+    w.post(10, c, 7, "once");
+    w.post(10, c, 7, "once");
+    assert_eq!(texts(&w.frames(20)), [(1, "once".to_string())]);
+    // The sender hears it twice: the broadcast and the confirmation of the resend.
+    assert_eq!(
+        texts(&w.frames(10)),
+        [(1, "once".to_string()), (1, "once".to_string())]
+    );
+    // The same id from another author is another message.
+    w.post(20, c, 7, "mine");
+    assert_eq!(texts(&w.frames(10)), [(2, "mine".to_string())]);
+}
+
+#[test]
+fn c4_blank_and_overlong_messages_are_refused_with_their_client_id() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    w.frames(10);
+    w.post(10, c, 1, " \n\t");
+    w.post(10, c, 2, &"x".repeat(MAX_MESSAGE_CHARS + 1));
+    w.post(10, c, 3, &"é".repeat(MAX_MESSAGE_CHARS));
+    let frames = w.frames(10);
+    assert_eq!(
+        errors(&frames),
+        [ErrorKind::EmptyMessage, ErrorKind::MessageTooLong]
+    );
+    let ids: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Error { client_id, .. } => *client_id,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [ClientMsgId(1), ClientMsgId(2)]);
+    assert_eq!(
+        texts(&frames).len(),
+        1,
+        "4,000 characters is within the limit"
+    );
+}
+
+#[test]
+fn c7_a_dialog_ends_when_a_participant_goes_offline_and_is_freed_when_closed() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    w.post(10, c, 1, "still there?");
+    w.frames(10);
+
+    w.disconnect(20);
+    w.advance(10_000);
+    let ending = Ending {
+        user: UserId(2),
+        reason: Departure::WentOffline,
+    };
+    assert!(w.frames(10).contains(&ServerMsg::Ended {
+        conversation: c,
+        ending
+    }));
+
+    // It stays readable, ended, in alice's tabs, including new ones.
+    let snapshot = &welcome_conversations(&w.connect(11, alice()))[0];
+    assert_eq!(snapshot.ended, Some(ending));
+    assert_eq!(snapshot.messages.len(), 1);
+    assert_eq!(snapshot.participants, [alice(), bob()]);
+
+    w.post(10, c, 2, "hello?");
+    assert_eq!(errors(&w.frames(10)), [ErrorKind::ConversationEnded]);
+
+    w.send(10, ClientMsg::Leave { conversation: c });
+    assert!(w
+        .frames(11)
+        .contains(&ServerMsg::Closed { conversation: c }));
+    assert_eq!(w.core.conversation_count(), 0, "the relay freed it");
+
+    // bob returns: a new dialog, not the old one.
+    w.connect(21, bob());
+    assert_ne!(w.open(10, &[2]), c);
+}
+
+#[test]
+fn c8_leaving_closes_it_in_all_your_tabs_and_ends_the_dialog_for_the_other() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(11, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    for conn in [10, 11, 20] {
+        w.frames(conn);
+    }
+    w.send(11, ClientMsg::Leave { conversation: c });
+    for conn in [10, 11] {
+        assert_eq!(w.frames(conn), [ServerMsg::Closed { conversation: c }]);
+    }
+    assert_eq!(
+        w.frames(20),
+        [ServerMsg::Ended {
+            conversation: c,
+            ending: Ending {
+                user: UserId(1),
+                reason: Departure::Left
+            }
+        }]
+    );
+    assert_eq!(
+        online_names(&w.connect(12, alice())),
+        ["Bob"],
+        "leaving is not going offline"
+    );
+    assert!(welcome_conversations(&w.connect(13, alice())).is_empty());
+}
+
+#[test]
+fn c10_a_group_goes_on_while_two_remain() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(30, carol());
+    let g = w.open(10, &[2, 3]);
+    w.post(30, g, 1, "hi all");
+    for conn in [10, 20, 30] {
+        assert_eq!(
+            texts(&w.frames(conn)),
+            [(1, "hi all".to_string())],
+            "conn {conn}"
+        );
+    }
+
+    w.send(30, ClientMsg::Leave { conversation: g });
+    let departed = ServerMsg::Departed {
+        conversation: g,
+        user: UserId(3),
+        reason: Departure::Left,
+    };
+    assert_eq!(w.frames(10), std::slice::from_ref(&departed));
+    assert_eq!(w.frames(20), [departed]);
+    assert_eq!(w.frames(30), [ServerMsg::Closed { conversation: g }]);
+    w.post(20, g, 2, "just us");
+    assert_eq!(texts(&w.frames(10)), [(2, "just us".to_string())]);
+    assert_eq!(w.frames(30), [], "carol left: she hears nothing more");
+
+    w.disconnect(20);
+    w.advance(10_000);
+    assert!(w.frames(10).contains(&ServerMsg::Ended {
+        conversation: g,
+        ending: Ending {
+            user: UserId(2),
+            reason: Departure::WentOffline
+        }
+    }));
+}
+
+#[test]
+fn c10_a_shrunken_group_does_not_hijack_an_existing_dialog() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(30, carol());
+    let dialog = w.open(10, &[2]);
+    let group = w.open(10, &[2, 3]);
+    w.frames(10);
+    w.send(
+        30,
+        ClientMsg::Leave {
+            conversation: group,
+        },
+    );
+    assert_eq!(w.open(10, &[2]), dialog);
+    w.frames(10);
+    w.send(
+        10,
+        ClientMsg::Leave {
+            conversation: dialog,
+        },
+    );
+    // The dialog is gone; the shrunken group is now the conversation of that set.
+    w.frames(10);
+    let next = w.open(20, &[1]);
+    assert_ne!(next, dialog);
+}
+
+#[test]
+fn r2_resume_sends_exactly_the_missed_messages_and_flags_gaps() {
+    let limits = Limits {
+        history: 5,
+        ..Limits::default()
+    };
+    let mut w = World::with(limits);
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    for i in 1..=4 {
+        w.post(10, c, i, &format!("m{i}"));
+    }
+    w.disconnect(20);
+    for i in 5..=6 {
+        w.post(10, c, i, &format!("m{i}"));
+    }
+    let resume = [Resume {
+        conversation: c,
+        last_seq: Seq(4),
+    }];
+    let snapshot = &welcome_conversations(&w.connect_session(21, 2, bob(), &resume))[0];
+    let seqs: Vec<u64> = snapshot.messages.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, [5, 6]);
+    assert!(!snapshot.gap);
+
+    // History holds 2..=6 now; a client that last saw 0 has a gap.
+    let resume = [Resume {
+        conversation: c,
+        last_seq: Seq(0),
+    }];
+    let snapshot = &welcome_conversations(&w.connect_session(22, 2, bob(), &resume))[0];
+    assert_eq!(snapshot.messages.first().map(|m| m.seq), Some(Seq(2)));
+    assert!(snapshot.gap, "message 1 is gone and the page must say so");
+}
+
+#[test]
+fn l2_non_participants_can_neither_post_nor_close_nor_learn_it_exists() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(30, carol());
+    let c = w.open(10, &[2]);
+    w.frames(10);
+    w.frames(30);
+    w.post(30, c, 1, "let me in");
+    w.send(30, ClientMsg::Leave { conversation: c });
+    let unknown = ConversationId(c.0 + 1000);
+    w.post(30, unknown, 2, "guess");
+    w.send(
+        30,
+        ClientMsg::Leave {
+            conversation: unknown,
+        },
+    );
+    let frames = w.frames(30);
+    // The same answer for a conversation that exists and one that does not.
+    let answers: Vec<_> = frames
+        .iter()
+        .map(|f| match f {
+            ServerMsg::Error { kind, message, .. } => (*kind, message.clone()),
+            other => panic!("carol learned something: {other:?}"),
+        })
+        .collect();
+    assert_eq!(answers[0], answers[2]);
+    assert_eq!(answers[1], answers[3]);
+    assert_eq!(answers[0].0, ErrorKind::NoSuchConversation);
+    assert!(welcome_conversations(&w.connect(31, carol())).is_empty());
+    assert_eq!(w.frames(10), [], "nothing reached the participants");
+}
+
+#[test]
+fn l4_messages_over_the_rate_limit_are_refused_not_delivered() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    w.frames(10);
+    for i in 0..25 {
+        w.post(10, c, i, "spam");
+    }
+    let frames = w.frames(10);
+    assert_eq!(texts(&frames).len(), 20, "the burst");
+    assert_eq!(errors(&frames), vec![ErrorKind::SlowDown; 5]);
+    assert!(frames.iter().any(|f| matches!(
+        f,
+        ServerMsg::Error {
+            kind: ErrorKind::SlowDown,
+            client_id: Some(ClientMsgId(24)),
+            ..
+        }
+    )));
+    assert_eq!(texts(&w.frames(20)).len(), 20);
+
+    // Ten a second after that.
+    w.advance(1_000);
+    for i in 100..112 {
+        w.post(10, c, i, "steady");
+    }
+    let frames = w.frames(10);
+    assert_eq!(texts(&frames).len(), 10);
+    assert_eq!(errors(&frames).len(), 2);
+}
+
+#[test]
+fn l5_connection_conversation_participant_and_history_caps() {
+    let limits = Limits {
+        connections_per_user: 3,
+        conversations_per_user: 2,
+        participants: 3,
+        history: 4,
+        ..Limits::default()
+    };
+    let mut w = World::with(limits);
+    for conn in 10..13 {
+        w.connect(conn, alice());
+    }
+    let refused = w.connect(13, alice());
+    assert_eq!(errors(&[refused]), [ErrorKind::TooManyConnections]);
+    assert_eq!(
+        w.closed.get(&ConnId(13)),
+        Some(&close_code::POLICY_VIOLATION)
+    );
+    assert_eq!(w.core.connection_count(), 3);
+
+    for (conn, u) in [(20, bob()), (30, carol()), (40, user(4, "dave"))] {
+        w.connect(conn, u);
+    }
+    w.send(
+        10,
+        ClientMsg::Open {
+            with: vec![UserId(2), UserId(3), UserId(4)],
+        },
+    );
+    assert_eq!(errors(&w.frames(10)), [ErrorKind::BadParticipants]);
+
+    let c = w.open(10, &[2]);
+    w.open(10, &[3]);
+    w.frames(10);
+    w.send(
+        10,
+        ClientMsg::Open {
+            with: vec![UserId(4)],
+        },
+    );
+    assert_eq!(errors(&w.frames(10)), [ErrorKind::TooManyConversations]);
+    w.send(
+        40,
+        ClientMsg::Open {
+            with: vec![UserId(1)],
+        },
+    );
+    match &w.frames(40)[..] {
+        [ServerMsg::Error {
+            kind: ErrorKind::TooManyConversations,
+            message,
+            ..
+        }] => {
+            assert!(message.contains("alice"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    for i in 0..6 {
+        w.post(10, c, i, &format!("m{i}"));
+    }
+    let history = &welcome_conversations(&w.connect(21, bob()))[0].messages;
+    let kept: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(kept, ["m2", "m3", "m4", "m5"]);
+}
+
+#[test]
+fn s5_ending_a_session_closes_its_tabs_only() {
+    let mut w = World::new();
+    w.connect_session(10, 100, alice(), &[]);
+    w.connect_session(11, 100, alice(), &[]);
+    w.connect_session(12, 101, alice(), &[]);
+    w.connect(20, bob());
+    w.advance(100);
+    w.frames(20);
+
+    w.core.end_session(SessionId(100), w.now);
+    w.pump();
+    assert_eq!(w.closed.get(&ConnId(10)), Some(&close_code::SIGNED_OUT));
+    assert_eq!(w.closed.get(&ConnId(11)), Some(&close_code::SIGNED_OUT));
+    assert_eq!(w.closed.get(&ConnId(12)), None);
+    w.advance(60_000);
+    assert_eq!(
+        presence(&w.frames(20)),
+        [],
+        "alice is still online in another browser"
+    );
+
+    w.core.end_session(SessionId(101), w.now);
+    w.advance(10_000);
+    assert_eq!(presence(&w.frames(20)), [(vec![], vec![UserId(1)])]);
+}
+
+#[test]
+fn frames_from_unknown_connections_and_second_hellos_are_harmless() {
+    let mut w = World::new();
+    w.send(99, ClientMsg::Ping { nonce: 1 });
+    w.disconnect(99);
+    assert!(w.inbox.is_empty());
+    w.connect(10, alice());
+    w.send(
+        10,
+        ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            resume: vec![],
+        },
+    );
+    w.send(10, ClientMsg::Ping { nonce: 5 });
+    assert_eq!(
+        w.frames(10)[1..],
+        [ServerMsg::Pong { nonce: 5 }],
+        "after the hello error the connection works"
+    );
+}

@@ -1,0 +1,143 @@
+//! Counters and gauges for `GET /metrics`, in the Prometheus text format
+//! (SPEC O2). Plain atomics: updated on hot paths without locks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shared::protocol::ErrorKind;
+
+/// Every figure the relay exposes.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections (greeted or not).
+    pub connections: AtomicU64,
+    /// Users online, grace period included.
+    pub online_users: AtomicU64,
+    /// Conversations held in memory.
+    pub conversations: AtomicU64,
+    /// Messages stamped and relayed.
+    pub messages_relayed: AtomicU64,
+    /// Frames written to clients' queues.
+    pub frames_sent: AtomicU64,
+    /// Connections dropped because their outbound queue was full (SPEC L6).
+    pub queue_drops: AtomicU64,
+    /// Connections dropped for silence (SPEC U2).
+    pub heartbeat_drops: AtomicU64,
+    /// Sign-ins refused by the throttle (SPEC S3).
+    pub throttled_logins: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+}
+
+impl Metrics {
+    /// Counts one error frame of this kind.
+    pub fn error(&self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The count of error frames of this kind so far.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut put = |name: &str, kind: &str, help: &str, value: &AtomicU64| {
+            let _ = writeln!(out, "# HELP chat_{name} {help}\n# TYPE chat_{name} {kind}");
+            let _ = writeln!(out, "chat_{name} {}", value.load(Ordering::Relaxed));
+        };
+        put(
+            "connections",
+            "gauge",
+            "Open WebSocket connections.",
+            &self.connections,
+        );
+        put(
+            "online_users",
+            "gauge",
+            "Users online, grace period included.",
+            &self.online_users,
+        );
+        put(
+            "conversations",
+            "gauge",
+            "Conversations held in memory.",
+            &self.conversations,
+        );
+        put(
+            "messages_relayed_total",
+            "counter",
+            "Messages stamped and relayed.",
+            &self.messages_relayed,
+        );
+        put(
+            "frames_sent_total",
+            "counter",
+            "Frames queued to clients.",
+            &self.frames_sent,
+        );
+        put(
+            "queue_drops_total",
+            "counter",
+            "Connections dropped for a full outbound queue.",
+            &self.queue_drops,
+        );
+        put(
+            "heartbeat_drops_total",
+            "counter",
+            "Connections dropped for silence.",
+            &self.heartbeat_drops,
+        );
+        put(
+            "throttled_logins_total",
+            "counter",
+            "Sign-ins refused by the throttle.",
+            &self.throttled_logins,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chat_errors_total Error frames sent, by kind.\n# TYPE chat_errors_total counter"
+        );
+        for (kind, count) in ErrorKind::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "chat_errors_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_errors_by_kind() {
+        let m = Metrics::default();
+        m.connections.store(3, Ordering::Relaxed);
+        m.error(ErrorKind::SlowDown);
+        m.error(ErrorKind::SlowDown);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE chat_connections gauge\nchat_connections 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chat_errors_total{kind=\"slow_down\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chat_errors_total{kind=\"bad_frame\"} 0\n"),
+            "{text}"
+        );
+        assert_eq!(m.errors_of(ErrorKind::SlowDown), 2);
+    }
+}
