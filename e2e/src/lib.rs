@@ -37,8 +37,9 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Stack {
     addr: SocketAddr,
+    config: relay::Config,
     stop: Option<oneshot::Sender<()>>,
-    relay: Option<JoinHandle<Result<(), String>>>,
+    relay: Option<RelayTask>,
     driver: Child,
     driver_url: String,
     chromium: PathBuf,
@@ -62,10 +63,7 @@ impl Stack {
         }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let relay = tokio::spawn(relay::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let (stop, relay) = spawn_relay(listener, config.clone());
 
         let chromium = tool("CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver")?;
@@ -78,6 +76,7 @@ impl Stack {
             .with_context(|| format!("starting {}", chromedriver.display()))?;
         let stack = Stack {
             addr,
+            config,
             stop: Some(stop),
             relay: Some(relay),
             driver,
@@ -142,6 +141,35 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+impl Stack {
+    /// Starts the relay again on the same address and with the same flags
+    /// (after [`Stack::stop_relay`]): with a database file, sessions survive.
+    pub async fn start_relay(&mut self) -> Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let (stop, relay) = spawn_relay(listener, self.config.clone());
+        self.stop = Some(stop);
+        self.relay = Some(relay);
+        Ok(())
+    }
+}
+
+type RelayTask = JoinHandle<Result<(), String>>;
+
+fn spawn_relay(listener: TcpListener, config: relay::Config) -> (oneshot::Sender<()>, RelayTask) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn(relay::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    (stop, relay)
 }
 
 impl Drop for Stack {
@@ -212,6 +240,153 @@ impl Browser {
         Ok(())
     }
 
+    /// Signs in through the page's form, as a person would, and waits until
+    /// the chat is connected.
+    pub async fn sign_in(&self, name: &str, password: &str) -> Result<()> {
+        self.open("/").await?;
+        self.submit_sign_in(name, password).await?;
+        self.wait_for_text("[role=status]", "Connected").await?;
+        Ok(())
+    }
+
+    /// Fills in and submits the sign-in form (the page must show it).
+    pub async fn submit_sign_in(&self, name: &str, password: &str) -> Result<()> {
+        let name_box = self.wait_for("#sign-in-name").await?;
+        name_box.clear().await?;
+        name_box.send_keys(name).await?;
+        let password_box = self.client.find(Locator::Css("#sign-in-password")).await?;
+        password_box.clear().await?;
+        password_box.send_keys(password).await?;
+        self.click_button(None, "Log in").await
+    }
+
+    /// Waits for an element matching `css`.
+    pub async fn wait_for(&self, css: &str) -> Result<Element> {
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("waiting for {css:?}"))
+    }
+
+    /// True if an element matches `css` now.
+    pub async fn exists(&self, css: &str) -> Result<bool> {
+        Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())
+    }
+
+    /// Clicks the button with this exact text, inside `within` (CSS) if given.
+    pub async fn click_button(&self, within: Option<&str>, text: &str) -> Result<()> {
+        let scope = within.map_or_else(
+            || "//".to_string(),
+            |css| format!("{}//", css_to_xpath(css)),
+        );
+        let xpath = format!("{scope}button[normalize-space()={}]", xpath_literal(text));
+        let button = self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("waiting for the button {text:?}"))?;
+        button
+            .click()
+            .await
+            .with_context(|| format!("clicking {text:?}"))
+    }
+
+    /// Chooses a user in the "Online users" list (SPEC U1, C1).
+    pub async fn choose_user(&self, name: &str) -> Result<()> {
+        self.click_button(Some("ul[aria-label='Online users']"), name)
+            .await
+    }
+
+    /// The names in the "Online users" list, in order.
+    pub async fn online_users(&self) -> Result<Vec<String>> {
+        self.texts("ul[aria-label='Online users'] button.user")
+            .await
+    }
+
+    /// The trimmed text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Result<Vec<String>> {
+        let value = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim());",
+                vec![css.into()],
+            )
+            .await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The CSS selector of the conversation region with this title (SPEC C3).
+    pub fn conversation(title: &str) -> String {
+        format!("section[role=region][aria-label={}]", css_string(title))
+    }
+
+    /// Waits until the conversation region with this title is on the page.
+    pub async fn wait_for_conversation(&self, title: &str) -> Result<Element> {
+        self.wait_for(&Self::conversation(title)).await
+    }
+
+    /// Types a message into a conversation's "Message" box and presses Enter.
+    pub async fn send_message(&self, title: &str, text: &str) -> Result<()> {
+        let area = self
+            .wait_for(&format!("{} textarea", Self::conversation(title)))
+            .await?;
+        area.send_keys(&format!("{text}{}", fantoccini::key::Key::Enter))
+            .await?;
+        Ok(())
+    }
+
+    /// The confirmed messages of a conversation as (author, text), in order.
+    pub async fn messages(&self, title: &str) -> Result<Vec<(String, String)>> {
+        let css = format!(
+            "{} [role=log] article.message:not(.pending)",
+            Self::conversation(title)
+        );
+        let value = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll(arguments[0])]
+                    .map(e => [e.querySelector('.author').textContent, e.querySelector('.text').textContent]);",
+                vec![css.into()],
+            )
+            .await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// Polls `check` until it returns `Some`, for up to `patience`.
+    pub async fn eventually<T, F, Fut>(
+        &self,
+        patience: Duration,
+        what: &str,
+        mut check: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(found) = check().await? {
+                return Ok(found);
+            }
+            if Instant::now() > deadline {
+                bail!("waited {patience:?} for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Switches back to a window of this browser.
+    pub async fn switch_back(&self, window: fantoccini::wd::WindowHandle) -> Result<()> {
+        self.client
+            .switch_to_window(window)
+            .await
+            .context("switching windows")
+    }
+
     /// Reloads the page.
     pub async fn reload(&self) -> Result<()> {
         self.client.refresh().await.context("reloading")
@@ -225,6 +400,43 @@ impl Browser {
     /// Closes the browser.
     pub async fn close(self) -> Result<()> {
         self.client.close().await.context("closing the browser")
+    }
+}
+
+/// A CSS string literal.
+fn css_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// An XPath string literal (XPath 1.0 has no escapes: split on quotes).
+fn xpath_literal(text: &str) -> String {
+    if !text.contains('\'') {
+        format!("'{text}'")
+    } else if !text.contains('"') {
+        format!("\"{text}\"")
+    } else {
+        let parts: Vec<String> = text.split('\'').map(|p| format!("'{p}'")).collect();
+        format!("concat({})", parts.join(", \"'\", "))
+    }
+}
+
+/// The few CSS selectors the helpers scope by, as XPath.
+fn css_to_xpath(css: &str) -> String {
+    match css
+        .strip_prefix("ul[aria-label='")
+        .and_then(|r| r.strip_suffix("']"))
+    {
+        Some(label) => format!("//ul[@aria-label={}]", xpath_literal(label)),
+        None => match css
+            .strip_prefix("section[role=region][aria-label=")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            Some(quoted) => format!(
+                "//section[@aria-label={}]",
+                xpath_literal(quoted.trim_matches('"'))
+            ),
+            None => panic!("css_to_xpath knows no {css:?}"),
+        },
     }
 }
 

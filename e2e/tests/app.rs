@@ -1,45 +1,351 @@
-//! The app in real browsers against the real relay. Each scenario names the
-//! SPEC ids it covers.
+//! The app in real browsers against the real relay: each `Browser` is an
+//! independent headless Chromium with its own cookies, driven as a person
+//! would drive it. Each scenario names the SPEC ids it covers.
 
-use e2e::Stack;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use e2e::{Browser, Stack};
 use relay::Config;
 
 const PASSWORD: &str = "correct horse battery";
 
-/// The page loads from the relay, and once its browser is signed in it
-/// opens its WebSocket, completes the handshake and says so (SPEC O1, L1,
-/// R1's status element).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_in_browser_gets_connected() -> anyhow::Result<()> {
-    let stack = Stack::start(Config::defaults()).await?;
-    let browser = stack.browser().await?;
-    browser.open("/").await?;
-    browser.wait_for_text("h1", "Chat").await?;
-    browser.sign_in_via_api("alice", PASSWORD).await?;
-    browser.reload().await?;
-    browser.wait_for_text("[role=status]", "Connected").await?;
-    browser.close().await
+fn quick() -> Config {
+    let mut config = Config::defaults();
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.heartbeat_timeout = Duration::from_secs(2);
+    config.offline_grace = Duration::from_secs(1);
+    config
 }
 
-/// Independent browsers connect at once; when the relay stops, each page
-/// notices and shows the "Reconnecting" banner (SPEC R1, R3).
+async fn signed_in(stack: &Stack, name: &str) -> Result<Browser> {
+    let browser = stack.browser().await?;
+    browser.sign_in(name, PASSWORD).await?;
+    Ok(browser)
+}
+
+/// Opens the dialog between the two and waits until both show it.
+async fn dialog(alice: &Browser, bob: &Browser) -> Result<()> {
+    alice.choose_user("bob").await?;
+    alice.wait_for_conversation("Conversation with bob").await?;
+    bob.wait_for_conversation("Conversation with alice").await?;
+    Ok(())
+}
+
+/// SPEC S1, S2, O1, R1: the page comes from the relay; the first sign-in
+/// creates the account and connects; a wrong password is refused in an
+/// alert and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_show_reconnecting_when_the_relay_goes_away() -> anyhow::Result<()> {
-    let mut stack = Stack::start(Config::defaults()).await?;
+async fn sign_up_then_a_wrong_password_is_refused() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
     let alice = stack.browser().await?;
-    let bob = stack.browser().await?;
-    for (browser, name) in [(&alice, "alice"), (&bob, "bob")] {
-        browser.open("/").await?;
-        browser.sign_in_via_api(name, PASSWORD).await?;
-        browser.reload().await?;
-        browser.wait_for_text("[role=status]", "Connected").await?;
+    alice.open("/").await?;
+    alice.wait_for_text("h1", "Chat").await?;
+    alice.submit_sign_in("alice", PASSWORD).await?;
+    alice.wait_for_text("[role=status]", "Connected").await?;
+    alice.wait_for_text(".me", "alice").await?;
+
+    let mallory = stack.browser().await?;
+    mallory.open("/").await?;
+    mallory.submit_sign_in("ALICE", "guessing-wrong").await?;
+    mallory
+        .wait_for_text("[role=alert]", "Wrong name or password")
+        .await?;
+    ensure!(
+        mallory.exists("#sign-in-name").await?,
+        "still on the sign-in page"
+    );
+
+    let newcomer = stack.browser().await?;
+    newcomer.open("/").await?;
+    newcomer.submit_sign_in("no", PASSWORD).await?;
+    newcomer.wait_for_text("[role=alert]", "3").await?;
+    for b in [alice, mallory, newcomer] {
+        b.close().await?;
     }
+    Ok(())
+}
+
+/// SPEC U1, C1, C2, C5, C9: both see each other (never themselves); a
+/// dialog carries messages both ways; 20 quick messages arrive in order,
+/// without duplicates, in every tab; markup stays text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_both_ways_twenty_quick_messages_in_order() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    bob.wait_for_text("ul[aria-label='Online users']", "alice")
+        .await?;
+    ensure!(
+        alice.online_users().await? == ["bob"],
+        "alice sees only bob"
+    );
+    ensure!(
+        bob.online_users().await? == ["alice"],
+        "bob sees only alice"
+    );
+
+    dialog(&alice, &bob).await?;
+    alice
+        .send_message("Conversation with bob", "hello bob")
+        .await?;
+    bob.send_message(
+        "Conversation with alice",
+        "hi alice <b>bold</b> <img src=x onerror=alert(1)>",
+    )
+    .await?;
+    for i in 1..=20 {
+        alice
+            .send_message("Conversation with bob", &format!("quick {i}"))
+            .await?;
+    }
+    let expected: Vec<(String, String)> = [
+        ("alice", "hello bob".to_string()),
+        (
+            "bob",
+            "hi alice <b>bold</b> <img src=x onerror=alert(1)>".to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(a, t)| (a.to_string(), t))
+    .chain((1..=20).map(|i| ("alice".to_string(), format!("quick {i}"))))
+    .collect();
+    for (browser, title) in [
+        (&alice, "Conversation with bob"),
+        (&bob, "Conversation with alice"),
+    ] {
+        let seen = browser
+            .eventually(Duration::from_secs(10), "all 22 messages", || async {
+                let seen = browser.messages(title).await?;
+                Ok((seen.len() >= expected.len()).then_some(seen))
+            })
+            .await?;
+        ensure!(seen == expected, "{title}: {seen:?}");
+    }
+    // The markup was shown as text: no element was made from it.
+    ensure!(
+        !bob.exists("[role=log] b, [role=log] img").await?,
+        "markup became elements"
+    );
+    alice.close().await?;
+    bob.close().await
+}
+
+/// SPEC C2, C1: a second tab shows the conversation with its history and
+/// stays in sync; a double click and a simultaneous choice give one dialog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_has_the_history_and_one_dialog_from_both_sides() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    bob.wait_for_text("ul[aria-label='Online users']", "alice")
+        .await?;
+
+    // Both choose each other at once; alice double-clicks.
+    let (a, b) = tokio::join!(
+        async {
+            alice.choose_user("bob").await?;
+            alice.choose_user("bob").await
+        },
+        bob.choose_user("alice")
+    );
+    a?;
+    b?;
+    alice.wait_for_conversation("Conversation with bob").await?;
+    bob.wait_for_conversation("Conversation with alice").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        alice.texts("section[role=region]").await?.len() == 1,
+        "alice has one conversation"
+    );
+    ensure!(
+        bob.texts("section[role=region]").await?.len() == 1,
+        "bob has one conversation"
+    );
+
+    alice
+        .send_message("Conversation with bob", "before the second tab")
+        .await?;
+    bob.eventually(Duration::from_secs(5), "the first message", || async {
+        Ok((bob.messages("Conversation with alice").await?.len() == 1).then_some(()))
+    })
+    .await?;
+
+    // A second tab of bob's browser: same cookie, same conversations.
+    let first = bob.client().window().await?;
+    let tab = bob.client().new_window(true).await?;
+    bob.client().switch_to_window(tab.handle).await?;
+    bob.open("/").await?;
+    bob.wait_for_text("[role=status]", "Connected").await?;
+    bob.wait_for_conversation("Conversation with alice").await?;
+    let history = bob.messages("Conversation with alice").await?;
+    ensure!(
+        history == [("alice".to_string(), "before the second tab".to_string())],
+        "{history:?}"
+    );
+
+    bob.send_message("Conversation with alice", "from the second tab")
+        .await?;
+    bob.switch_back(first).await?;
+    bob.eventually(
+        Duration::from_secs(5),
+        "the second tab's message in the first",
+        || async { Ok((bob.messages("Conversation with alice").await?.len() == 2).then_some(())) },
+    )
+    .await?;
+    alice.close().await?;
+    bob.close().await
+}
+
+/// SPEC U3, C7: a reload ends nothing; closing all of one user's tabs ends
+/// the dialog for the other within the heartbeat timeout plus the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_ends_nothing_but_leaving_for_good_ends_the_dialog() -> Result<()> {
+    let stack = Stack::start(quick()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    dialog(&alice, &bob).await?;
+    alice
+        .send_message("Conversation with bob", "still here?")
+        .await?;
+
+    bob.reload().await?;
+    bob.wait_for_text("[role=status]", "Connected").await?;
+    bob.wait_for_conversation("Conversation with alice").await?;
+    bob.eventually(
+        Duration::from_secs(5),
+        "history after the reload",
+        || async { Ok((bob.messages("Conversation with alice").await?.len() == 1).then_some(())) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // longer than the grace
+    ensure!(
+        !alice.exists(".conversation.ended").await?,
+        "a reload must not end the dialog"
+    );
+
+    let started = std::time::Instant::now();
+    bob.close().await?;
+    alice
+        .wait_for_text(".ended-note", "bob went offline")
+        .await?;
+    let took = started.elapsed();
+    ensure!(
+        took < Duration::from_secs(4),
+        "ended after {took:?}: more than heartbeat + grace"
+    );
+    let disabled = alice
+        .client()
+        .find(fantoccini::Locator::Css("section[role=region] textarea"))
+        .await?
+        .attr("disabled")
+        .await?;
+    ensure!(
+        disabled.is_some(),
+        "the prompt of an ended dialog is disabled"
+    );
+    ensure!(alice.online_users().await?.is_empty(), "bob left the list");
+    ensure!(
+        alice.messages("Conversation with bob").await?.len() == 1,
+        "it stays readable"
+    );
+    alice.close().await
+}
+
+/// SPEC S5: log out signs out every tab of this browser, and only this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_signs_out_every_tab_of_this_browser() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let laptop = signed_in(&stack, "alice").await?;
+    let phone = signed_in(&stack, "alice").await?;
+    let first = laptop.client().window().await?;
+    let tab = laptop.client().new_window(true).await?;
+    laptop.client().switch_to_window(tab.handle).await?;
+    laptop.open("/").await?;
+    laptop.wait_for_text("[role=status]", "Connected").await?;
+
+    laptop.click_button(None, "Log out").await?;
+    laptop.wait_for("#sign-in-name").await?;
+    laptop.switch_back(first).await?;
+    let started = std::time::Instant::now();
+    laptop.wait_for("#sign-in-name").await?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(2),
+        "the other tab took {:?}",
+        started.elapsed()
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    phone.wait_for_text("[role=status]", "Connected").await?;
+    ensure!(
+        !phone.exists("#sign-in-name").await?,
+        "another browser stays signed in"
+    );
+    laptop.close().await?;
+    phone.close().await
+}
+
+/// SPEC R1, R2, S4: when the relay restarts, pages show "Reconnecting",
+/// come back signed in, and say plainly which conversations the restart ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_restart_keeps_people_signed_in_and_says_what_ended() -> Result<()> {
+    let db = std::env::temp_dir().join(format!("chat-e2e-restart-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let mut config = Config::defaults();
+    config.db = db.clone();
+    let mut stack = Stack::start(config).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    dialog(&alice, &bob).await?;
+    alice
+        .send_message("Conversation with bob", "before the restart")
+        .await?;
+
     stack.stop_relay().await?;
     for browser in [&alice, &bob] {
         browser
             .wait_for_text("[role=status]", "Reconnecting")
             .await?;
     }
+    stack.start_relay().await?;
+    for browser in [&alice, &bob] {
+        browser
+            .eventually(Duration::from_secs(15), "reconnected", || async {
+                Ok(browser
+                    .texts("[role=status]")
+                    .await?
+                    .iter()
+                    .any(|t| t == "Connected")
+                    .then_some(()))
+            })
+            .await?;
+    }
+    alice
+        .wait_for_text(".ended-note", "ended when the server restarted")
+        .await?;
+    ensure!(
+        alice.messages("Conversation with bob").await?.len() == 1,
+        "the old messages stay readable"
+    );
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
     alice.close().await?;
-    bob.close().await
+    bob.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    Ok(())
 }

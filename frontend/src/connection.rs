@@ -1,20 +1,23 @@
-//! The one WebSocket between this page and the relay.
+//! The one WebSocket between this page and the relay (SPEC U2, R1, R2).
 //!
-//! [`spawn`] runs a loop for the life of the page: open `/ws`, say `hello`,
-//! report [`ConnState::Connected`] on `welcome`, send a heartbeat every
-//! [`HEARTBEAT`] and treat a relay silent for [`HEARTBEAT_TIMEOUT`] as gone;
-//! when the socket ends, report [`ConnState::Reconnecting`] and try again
-//! after a jittered exponential backoff capped at [`MAX_BACKOFF`] (SPEC R1).
+//! [`spawn`] runs a loop for the life of the signed-in page: open `/ws`,
+//! send the `hello` the model prepares (with where each conversation left
+//! off), report every frame, send a heartbeat every [`HEARTBEAT`] and treat
+//! a relay silent for [`HEARTBEAT_TIMEOUT`] as gone. When the socket ends it
+//! reports [`ConnState::Reconnecting`] and tries again after a jittered
+//! exponential backoff capped at [`MAX_BACKOFF`]. A close with
+//! `SIGNED_OUT`, or a refused connection while `/api/me` says "not signed
+//! in", ends the loop with [`Event::SignedOut`].
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
-use futures_util::{SinkExt, StreamExt};
-use gloo_net::websocket::{futures::WebSocket, Message};
+use futures_channel::mpsc;
+use futures_util::{select, FutureExt, SinkExt, StreamExt};
+use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use gloo_timers::future::sleep;
-use shared::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
+use shared::protocol::{close_code, ClientMsg, ServerMsg};
 use yew::Callback;
 
 /// How often the page sends its own heartbeat.
@@ -25,6 +28,8 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(25);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest reconnect delay (SPEC R1).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Frames the page may queue for the relay.
+const OUTBOX: usize = 64;
 
 /// What the page knows about its link to the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +62,22 @@ impl ConnState {
     }
 }
 
+/// What the loop reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The link changed state.
+    State(ConnState),
+    /// A frame from the relay.
+    Frame(ServerMsg),
+    /// The session is over: show the sign-in page.
+    SignedOut,
+}
+
 /// The relay's WebSocket URL for the page's own origin.
 pub fn relay_url() -> String {
-    let location = web_sys::window()
-        .map(|w| w.location())
-        .expect("the app runs in a window");
+    let Some(location) = web_sys::window().map(|w| w.location()) else {
+        return "ws://localhost/ws".into();
+    };
     let protocol = location.protocol().unwrap_or_default();
     let host = location.host().unwrap_or_default();
     ws_url(&protocol, &host)
@@ -87,84 +103,157 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// Stops the connection loop when asked (or when the page goes away).
+/// The page's end of the link: send frames, stop the loop.
 #[derive(Debug, Clone)]
-pub struct ConnectionHandle {
+pub struct Link {
+    out: mpsc::Sender<ClientMsg>,
+    connected: Rc<Cell<bool>>,
     stopped: Rc<Cell<bool>>,
 }
 
-impl ConnectionHandle {
-    /// Ends the loop after the current socket.
-    pub fn stop(&self) {
-        self.stopped.set(true);
+impl PartialEq for Link {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.stopped, &other.stopped)
     }
 }
 
-/// Starts the connection loop; `on_state` hears every change of state.
-pub fn spawn(url: String, on_state: Callback<ConnState>) -> ConnectionHandle {
-    let stopped = Rc::new(Cell::new(false));
-    let handle = ConnectionHandle {
-        stopped: stopped.clone(),
-    };
-    wasm_bindgen_futures::spawn_local(async move {
-        let mut attempt = 0;
-        while !stopped.get() {
-            if let Ok(socket) = WebSocket::open(&url) {
-                if session(socket, &on_state).await {
-                    attempt = 0;
-                }
-            }
-            if stopped.get() {
-                break;
-            }
-            on_state.emit(ConnState::Reconnecting);
-            sleep(backoff(attempt, js_sys::Math::random())).await;
-            attempt = attempt.saturating_add(1);
-        }
-    });
-    handle
+impl Link {
+    /// Sends a frame if the relay has welcomed this connection; false
+    /// otherwise (messages stay pending in the model and are resent).
+    pub fn send(&self, msg: ClientMsg) -> bool {
+        self.connected.get() && self.out.clone().try_send(msg).is_ok()
+    }
+
+    /// True while the relay has welcomed the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.connected.get()
+    }
+
+    /// Ends the loop.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.out.clone().close_channel();
+    }
 }
 
-/// One socket's life; true if the relay welcomed us.
-async fn session(socket: WebSocket, on_state: &Callback<ConnState>) -> bool {
-    let (mut tx, mut rx) = socket.split();
-    let hello = ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        resume: Vec::new(),
+/// How one socket ended.
+enum Outcome {
+    /// It was welcomed, then lost.
+    Lost { welcomed: bool },
+    /// The relay ended the session.
+    SignedOut,
+    /// The page stopped the loop.
+    Stopped,
+}
+
+/// Starts the connection loop. `hello` makes the first frame of each
+/// connection; `on_event` hears everything.
+pub fn spawn(url: String, hello: Rc<dyn Fn() -> ClientMsg>, on_event: Callback<Event>) -> Link {
+    let (out, mut outbox) = mpsc::channel(OUTBOX);
+    let link = Link {
+        out,
+        connected: Rc::new(Cell::new(false)),
+        stopped: Rc::new(Cell::new(false)),
     };
-    if tx.send(Message::Text(hello.encode())).await.is_err() {
-        return false;
+    let this = link.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut attempt = 0;
+        loop {
+            let outcome = match WebSocket::open(&url) {
+                Ok(socket) => session(socket, &*hello, &mut outbox, &this, &on_event).await,
+                Err(_) => Outcome::Lost { welcomed: false },
+            };
+            this.connected.set(false);
+            match outcome {
+                Outcome::Stopped => return,
+                Outcome::SignedOut => return on_event.emit(Event::SignedOut),
+                Outcome::Lost { welcomed: true } => attempt = 0,
+                Outcome::Lost { welcomed: false } => {
+                    // Refused upgrades look like network errors to a page:
+                    // ask whether the session is still good.
+                    if let Ok(None) = crate::api::me().await {
+                        return on_event.emit(Event::SignedOut);
+                    }
+                }
+            }
+            if this.stopped.get() {
+                return;
+            }
+            on_event.emit(Event::State(ConnState::Reconnecting));
+            sleep(backoff(attempt, js_sys::Math::random())).await;
+            attempt = attempt.saturating_add(1);
+            // Whatever the page queued while disconnected is stale: pending
+            // messages are resent from the model after the next welcome.
+            while outbox.try_recv().is_ok() {}
+        }
+    });
+    link
+}
+
+async fn session(
+    socket: WebSocket,
+    hello: &dyn Fn() -> ClientMsg,
+    outbox: &mut mpsc::Receiver<ClientMsg>,
+    link: &Link,
+    on_event: &Callback<Event>,
+) -> Outcome {
+    let (mut tx, mut rx) = socket.split();
+    if tx.send(Message::Text(hello().encode())).await.is_err() {
+        return Outcome::Lost { welcomed: false };
     }
     let mut welcomed = false;
     let mut last_heard = js_sys::Date::now();
     let mut nonce = 0u64;
     loop {
-        match select(rx.next(), sleep(HEARTBEAT)).await {
-            Either::Left((Some(Ok(frame)), _)) => {
-                last_heard = js_sys::Date::now();
-                let Message::Text(text) = frame else { continue };
-                match ServerMsg::decode(&text) {
-                    Ok(ServerMsg::Welcome { .. }) => {
-                        welcomed = true;
-                        on_state.emit(ConnState::Connected);
+        let mut frame = rx.next().fuse();
+        let mut queued = outbox.next().fuse();
+        let mut beat = sleep(HEARTBEAT).fuse();
+        select! {
+            frame = frame => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    last_heard = js_sys::Date::now();
+                    match ServerMsg::decode(&text) {
+                        Ok(msg) => {
+                            let welcome = matches!(msg, ServerMsg::Welcome { .. });
+                            if welcome {
+                                welcomed = true;
+                                link.connected.set(true);
+                            }
+                            on_event.emit(Event::Frame(msg));
+                            if welcome {
+                                on_event.emit(Event::State(ConnState::Connected));
+                            }
+                        }
+                        Err(problem) => warn(&problem),
                     }
-                    Ok(ServerMsg::Error { message, .. }) => warn(&format!("relay: {message}")),
-                    Ok(_) => {}
-                    Err(problem) => warn(&problem),
                 }
-            }
-            Either::Left((Some(Err(_)) | None, _)) => return welcomed,
-            Either::Right(((), _)) => {
+                Some(Ok(Message::Bytes(_))) => last_heard = js_sys::Date::now(),
+                Some(Err(WebSocketError::ConnectionClose(close))) if close.code == close_code::SIGNED_OUT => {
+                    return Outcome::SignedOut;
+                }
+                Some(Err(_)) | None => return Outcome::Lost { welcomed },
+            },
+            queued = queued => match queued {
+                Some(msg) => {
+                    if tx.send(Message::Text(msg.encode())).await.is_err() {
+                        return Outcome::Lost { welcomed };
+                    }
+                }
+                None => return Outcome::Stopped,
+            },
+            () = beat => {
                 let silent_ms = js_sys::Date::now() - last_heard;
                 if silent_ms > HEARTBEAT_TIMEOUT.as_millis() as f64 {
-                    return welcomed;
+                    return Outcome::Lost { welcomed };
                 }
                 nonce += 1;
-                let ping = ClientMsg::Ping { nonce };
-                if tx.send(Message::Text(ping.encode())).await.is_err() {
-                    return welcomed;
+                if tx.send(Message::Text(ClientMsg::Ping { nonce }.encode())).await.is_err() {
+                    return Outcome::Lost { welcomed };
                 }
             }
+        }
+        if link.stopped.get() {
+            return Outcome::Stopped;
         }
     }
 }

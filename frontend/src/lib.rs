@@ -1,6 +1,7 @@
 //! Chat's browser app: a Yew single-page app compiled to WebAssembly.
 //!
-//! - [`app`]: the root component.
+//! - [`app`]: the root component: sign-in page or chat.
+//! - [`api`]: the relay's HTTP API (sign-in, sign-out, who am I).
 //! - [`connection`]: the one WebSocket to the relay: handshake, heartbeats,
 //!   reconnects with jittered backoff (SPEC R1).
 //! - [`components`]: small view components, each testable on its own in a
@@ -8,6 +9,7 @@
 //!
 //! The binary (`main.rs`) only mounts [`app::App`].
 
+pub mod api;
 pub mod app;
 pub mod components;
 pub mod connection;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use shared::api::{ApiError, Credentials};
 use shared::protocol::User;
 use warp::http::{header, StatusCode};
 use warp::reply::{self, Reply, Response};
@@ -17,25 +17,6 @@ use crate::store::{StoreError, TokenHash};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "chat_session";
-
-/// The body of `POST /api/login`.
-#[derive(Debug, Deserialize)]
-pub struct Credentials {
-    /// The name.
-    pub name: String,
-    /// The password.
-    pub password: String,
-}
-
-/// The body of every API error.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ApiError {
-    /// For people: shown as is in the page.
-    pub error: String,
-    /// With 429: seconds to wait.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-}
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ApiError {

@@ -1,5 +1,14 @@
-//! View components.
+//! View components. Each takes plain data and callbacks as properties, so
+//! each can be rendered on its own in a component test.
 
+mod chat;
 mod connection_status;
+mod conversation;
+mod online_users;
+mod sign_in;
 
-pub use connection_status::ConnectionStatus;
+pub use chat::{Chat, ChatProps};
+pub use connection_status::{ConnectionStatus, ConnectionStatusProps};
+pub use conversation::{ended_text, local_time, ConversationProps, ConversationView};
+pub use online_users::{OnlineUsers, OnlineUsersProps};
+pub use sign_in::{SignIn, SignInProps};

@@ -1,0 +1,233 @@
+use std::rc::Rc;
+
+use shared::model::{Conversation, Ended, Entry, Pending};
+use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
+use web_sys::{HtmlElement, HtmlTextAreaElement};
+use yew::prelude::*;
+
+/// How close to the bottom (in pixels) still counts as "at the bottom".
+const STICK_SLACK: i32 = 32;
+
+/// Properties of [`ConversationView`].
+#[derive(Debug, Clone, PartialEq, Properties)]
+pub struct ConversationProps {
+    /// The conversation, as the model holds it.
+    pub conversation: Conversation,
+    /// The signed-in user.
+    pub me: UserId,
+    /// Changes each time this conversation's prompt should get focus (SPEC C1).
+    #[prop_or_default]
+    pub focus_request: Option<u64>,
+    /// False while reconnecting.
+    #[prop_or(true)]
+    pub connected: bool,
+    /// Sends a message; `Err` carries the note to show, and the text stays.
+    pub on_send: Callback<String, Result<(), String>>,
+    /// Leaves (or, when ended, closes) the conversation (SPEC C8).
+    pub on_close: Callback<()>,
+    /// Tries a refused message again.
+    pub on_retry: Callback<ClientMsgId>,
+    /// Drops a refused message.
+    pub on_discard: Callback<ClientMsgId>,
+}
+
+/// One conversation (SPEC C3–C9): a region named "Conversation with NAMES",
+/// its participants, the messages in a `role="log"`, and a textbox labelled
+/// "Message" where Enter sends and Shift+Enter starts a new line.
+#[component(ConversationView)]
+pub fn conversation_view(props: &ConversationProps) -> Html {
+    let conversation = &props.conversation;
+    let title = conversation.title(props.me);
+    let log = use_node_ref();
+    let input = use_node_ref();
+    let note = use_state(|| None::<String>);
+    let stick = use_mut_ref(|| true);
+
+    // Keep the newest message in view while the reader is at the bottom.
+    {
+        let (log, stick) = (log.clone(), stick.clone());
+        use_effect(move || {
+            if *stick.borrow() {
+                if let Some(log) = log.cast::<HtmlElement>() {
+                    log.set_scroll_top(log.scroll_height());
+                }
+            }
+        });
+    }
+    let onscroll = {
+        let (log, stick) = (log.clone(), stick.clone());
+        Callback::from(move |_: Event| {
+            if let Some(log) = log.cast::<HtmlElement>() {
+                let bottom = log.scroll_top() + log.client_height();
+                *stick.borrow_mut() = bottom >= log.scroll_height() - STICK_SLACK;
+            }
+        })
+    };
+    {
+        let input = input.clone();
+        use_effect_with(props.focus_request, move |request| {
+            if request.is_some() {
+                if let Some(input) = input.cast::<HtmlElement>() {
+                    let _ = input.focus();
+                }
+            }
+        });
+    }
+
+    let submit = {
+        let (input, note, on_send, stick) = (
+            input.clone(),
+            note.clone(),
+            props.on_send.clone(),
+            stick.clone(),
+        );
+        Rc::new(move || {
+            let Some(area) = input.cast::<HtmlTextAreaElement>() else {
+                return;
+            };
+            let text = area.value();
+            if text.trim().is_empty() {
+                return; // SPEC C4: blank messages are not sent
+            }
+            match on_send.emit(text) {
+                Ok(()) => {
+                    area.set_value("");
+                    note.set(None);
+                    *stick.borrow_mut() = true;
+                }
+                Err(problem) => note.set(Some(problem)),
+            }
+        })
+    };
+    let onkeydown = {
+        let submit = submit.clone();
+        Callback::from(move |event: KeyboardEvent| {
+            if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+                event.prevent_default();
+                submit();
+            }
+        })
+    };
+    let onsubmit = Callback::from(move |event: SubmitEvent| {
+        event.prevent_default();
+        submit();
+    });
+    let on_close = {
+        let on_close = props.on_close.clone();
+        Callback::from(move |_: MouseEvent| on_close.emit(()))
+    };
+
+    let live = conversation.is_live();
+    let others = conversation.others(props.me);
+    let input_id = format!("message-{}", conversation.id.0);
+    html! {
+        <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
+            <header class="conversation-header">
+                <div class="conversation-title">
+                    <h2>{ title.clone() }</h2>
+                    <ul class="participants" aria-label="Participants">
+                        { for conversation.members.iter()
+                            .filter(|m| m.id == props.me || conversation.participants.contains(&m.id) || !live)
+                            .map(|m| html! {
+                                <li key={m.id.0}>
+                                    <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", m.color)}></span>
+                                    { if m.id == props.me { format!("{} (you)", m.name) } else { m.name.clone() } }
+                                </li>
+                            }) }
+                    </ul>
+                </div>
+                <button type="button" class="close" onclick={on_close}>{ "Close conversation" }</button>
+            </header>
+            <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
+                ref={log} {onscroll} tabindex="0">
+                { for conversation.entries.iter().map(|entry| match entry {
+                    Entry::Message(message) => view_message(conversation, message),
+                    Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
+                }) }
+                { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
+            </div>
+            if let Some(ended) = conversation.ended {
+                <p class="ended-note" role="status">{ ended_text(conversation, ended) }</p>
+            }
+            <form class="composer" {onsubmit}>
+                <label for={input_id.clone()} class="visually-hidden">{ "Message" }</label>
+                <textarea id={input_id} ref={input} rows="2" {onkeydown}
+                    placeholder={ if live { "Write a message… (Enter sends, Shift+Enter for a new line)" } else { "This conversation has ended" } }
+                    disabled={!live} />
+                <button type="submit" disabled={!live}>{ "Send" }</button>
+            </form>
+            if let Some(problem) = &*note {
+                <p class="compose-error" role="alert">{ problem.clone() }</p>
+            }
+        </section>
+    }
+}
+
+fn view_message(conversation: &Conversation, message: &ChatMessage) -> Html {
+    let author = conversation.member(message.author);
+    let name = author.map_or_else(|| "Someone".to_string(), |u| u.name.clone());
+    let color = author.map_or_else(String::new, |u| format!("--user-color: {}", u.color));
+    html! {
+        <article class="message" key={message.seq.0}>
+            <header>
+                <span class="author" style={color}>{ name }</span>
+                <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
+            </header>
+            <p class="text">{ message.text.clone() }</p>
+        </article>
+    }
+}
+
+fn view_pending(conversation: &Conversation, props: &ConversationProps, pending: &Pending) -> Html {
+    let me = conversation.member(props.me);
+    let name = me.map_or_else(|| "You".to_string(), |u| u.name.clone());
+    let color = me.map_or_else(String::new, |u| format!("--user-color: {}", u.color));
+    let id = pending.client_id;
+    let (on_retry, on_discard) = (props.on_retry.clone(), props.on_discard.clone());
+    html! {
+        <article class={classes!("message", "pending", pending.failed.is_some().then_some("failed"))}
+            key={format!("pending-{}", id.0)}>
+            <header>
+                <span class="author" style={color}>{ name }</span>
+                if pending.failed.is_none() {
+                    <span class="state">{ "Sending…" }</span>
+                }
+            </header>
+            <p class="text">{ pending.text.clone() }</p>
+            if let Some(reason) = &pending.failed {
+                <p class="failed-note">
+                    { if reason.starts_with("Not sent") { reason.clone() } else { format!("Not sent: {reason}") } }
+                    <button type="button" onclick={Callback::from(move |_: MouseEvent| on_retry.emit(id))}>{ "Retry" }</button>
+                    <button type="button" onclick={Callback::from(move |_: MouseEvent| on_discard.emit(id))}>{ "Discard" }</button>
+                </p>
+            }
+        </article>
+    }
+}
+
+/// The plain words for why a conversation ended (SPEC C7, C8).
+pub fn ended_text(conversation: &Conversation, ended: Ended) -> String {
+    match ended {
+        Ended::By(ending) => {
+            let name = conversation
+                .member(ending.user)
+                .map_or_else(|| "Someone".to_string(), |u| u.name.clone());
+            match ending.reason {
+                Departure::Left => format!("{name} left"),
+                Departure::WentOffline => format!("{name} went offline"),
+            }
+        }
+        Ended::Lost => "This conversation ended when the server restarted".to_string(),
+    }
+}
+
+/// `HH:MM` in the reader's time zone.
+pub fn local_time(unix_ms: u64) -> String {
+    let date = js_sys::Date::new(&(unix_ms as f64).into());
+    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+}
+
+fn iso_time(unix_ms: u64) -> String {
+    let date = js_sys::Date::new(&(unix_ms as f64).into());
+    date.to_iso_string().into()
+}
