@@ -387,6 +387,40 @@ impl Browser {
             .context("switching windows")
     }
 
+    /// Saves a PNG of the window to `path` (folders created); returns its size in bytes.
+    pub async fn screenshot(&self, path: &std::path::Path) -> Result<usize> {
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, &png)?;
+        Ok(png.len())
+    }
+
+    /// Resizes the window, e.g. to a phone's 360 px width.
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .context("resizing")
+    }
+
+    /// The `id` of the focused element.
+    pub async fn focused_id(&self) -> Result<String> {
+        let value = self
+            .client
+            .execute(
+                "return document.activeElement ? document.activeElement.id : '';",
+                vec![],
+            )
+            .await?;
+        Ok(value.as_str().unwrap_or_default().to_string())
+    }
+
     /// Reloads the page.
     pub async fn reload(&self) -> Result<()> {
         self.client.refresh().await.context("reloading")

@@ -349,3 +349,186 @@ async fn a_relay_restart_keeps_people_signed_in_and_says_what_ended() -> Result<
     }
     Ok(())
 }
+
+/// SPEC C10, C8, C1: a group started from the list reaches everyone; one
+/// closes it and the others see "NAME left" and go on; choosing a user
+/// whose dialog is open focuses its prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_from_the_list_and_closing_a_conversation() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    let carol = signed_in(&stack, "carol").await?;
+    alice
+        .eventually(Duration::from_secs(5), "bob and carol online", || async {
+            Ok((alice.online_users().await? == ["bob", "carol"]).then_some(()))
+        })
+        .await?;
+
+    for name in ["bob", "carol"] {
+        alice
+            .client()
+            .find(fantoccini::Locator::Css(&format!(
+                "input[aria-label='Add {name} to a group']"
+            )))
+            .await?
+            .click()
+            .await?;
+    }
+    alice.click_button(None, "Start group with 2").await?;
+    alice
+        .wait_for_conversation("Conversation with bob, carol")
+        .await?;
+    bob.wait_for_conversation("Conversation with alice, carol")
+        .await?;
+    carol
+        .wait_for_conversation("Conversation with alice, bob")
+        .await?;
+    carol
+        .send_message("Conversation with alice, bob", "hi both")
+        .await?;
+    for (b, title) in [
+        (&alice, "Conversation with bob, carol"),
+        (&bob, "Conversation with alice, carol"),
+    ] {
+        b.eventually(Duration::from_secs(5), "carol's message", || async {
+            Ok((b.messages(title).await?.len() == 1).then_some(()))
+        })
+        .await?;
+    }
+
+    let group = Browser::conversation("Conversation with alice, bob");
+    carol
+        .click_button(Some(&group), "Close conversation")
+        .await?;
+    carol
+        .eventually(
+            Duration::from_secs(5),
+            "the group gone from carol's page",
+            || async { Ok((!carol.exists("section[role=region]").await?).then_some(())) },
+        )
+        .await?;
+    alice
+        .wait_for_text("[role=log] .notice", "carol left")
+        .await?;
+    bob.send_message("Conversation with alice", "just us now")
+        .await?;
+    alice
+        .eventually(
+            Duration::from_secs(5),
+            "bob's message after carol left",
+            || async {
+                let titles = alice.texts("section[role=region] h2").await?;
+                Ok(titles
+                    .contains(&"Conversation with bob".to_string())
+                    .then_some(()))
+            },
+        )
+        .await?;
+
+    // C1: with the dialog already open, choosing bob focuses its prompt.
+    alice.choose_user("bob").await?;
+    let focused = alice
+        .eventually(Duration::from_secs(5), "the prompt focused", || async {
+            let id = alice.focused_id().await?;
+            Ok(id.starts_with("message-").then_some(id))
+        })
+        .await?;
+    ensure!(
+        alice.texts("section[role=region]").await?.len() == 1,
+        "no second conversation"
+    );
+    ensure!(!focused.is_empty());
+    for b in [alice, bob, carol] {
+        b.close().await?;
+    }
+    Ok(())
+}
+
+/// SPEC S3: repeated failures are throttled and the form shows the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_shows_the_wait_after_repeated_failures() -> Result<()> {
+    let mut config = Config::defaults();
+    config.login_failures_per_name = 2;
+    let stack = Stack::start(config).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let mallory = stack.browser().await?;
+    mallory.open("/").await?;
+    for _ in 0..2 {
+        mallory.submit_sign_in("alice", "not-her-password").await?;
+        mallory
+            .wait_for_text("[role=alert]", "Wrong name or password")
+            .await?;
+    }
+    mallory.submit_sign_in("alice", "not-her-password").await?;
+    mallory
+        .wait_for_text("[role=alert]", "Try again in")
+        .await?;
+    alice.close().await?;
+    mallory.close().await
+}
+
+/// The page renders as a person sees it, wide and on a 360-px phone; the
+/// screenshots land in `target/screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_wide_and_phone() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    let carol = signed_in(&stack, "carol").await?;
+    alice
+        .eventually(Duration::from_secs(5), "bob and carol online", || async {
+            Ok((alice.online_users().await?.len() == 2).then_some(()))
+        })
+        .await?;
+    dialog(&alice, &bob).await?;
+    bob.send_message("Conversation with alice", "Hi Alice! Lunch at noon?")
+        .await?;
+    alice
+        .send_message("Conversation with bob", "Yes, see you there.")
+        .await?;
+    carol.choose_user("alice").await?;
+    carol
+        .wait_for_conversation("Conversation with alice")
+        .await?;
+    carol
+        .send_message(
+            "Conversation with alice",
+            "Did you see the new design? It looks great.",
+        )
+        .await?;
+    alice
+        .wait_for_text(
+            &Browser::conversation("Conversation with carol"),
+            "It looks great.",
+        )
+        .await?;
+
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    alice.resize(1280, 720).await?;
+    ensure!(
+        alice.screenshot(&dir.join("wide.png")).await? > 10_000,
+        "a blank screenshot"
+    );
+    alice.resize(360, 740).await?;
+    ensure!(
+        alice.screenshot(&dir.join("phone.png")).await? > 5_000,
+        "a blank screenshot"
+    );
+    // On a phone nothing is wider than the screen.
+    let overflow = alice
+        .client()
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the page scrolls sideways by {overflow} px"
+    );
+    for b in [alice, bob, carol] {
+        b.close().await?;
+    }
+    Ok(())
+}
