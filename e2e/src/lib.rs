@@ -319,6 +319,18 @@ impl Browser {
         Ok(serde_json::from_value(value)?)
     }
 
+    /// The value of `attribute` on every element matching `css`, in order.
+    pub async fn attributes(&self, css: &str, attribute: &str) -> Result<Vec<String>> {
+        let value = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute(arguments[1]) || '');",
+                vec![css.into(), attribute.into()],
+            )
+            .await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
     /// The CSS selector of the conversation region with this title (SPEC C3).
     pub fn conversation(title: &str) -> String {
         format!("section[role=region][aria-label={}]", css_string(title))
@@ -336,6 +348,15 @@ impl Browser {
             .await?;
         area.send_keys(&format!("{text}{}", fantoccini::key::Key::Enter))
             .await?;
+        Ok(())
+    }
+
+    /// Types into a conversation's "Message" box without sending.
+    pub async fn type_message(&self, title: &str, text: &str) -> Result<()> {
+        let area = self
+            .wait_for(&format!("{} textarea", Self::conversation(title)))
+            .await?;
+        area.send_keys(text).await?;
         Ok(())
     }
 

@@ -532,3 +532,181 @@ async fn screenshots_wide_and_phone() -> Result<()> {
     }
     Ok(())
 }
+
+/// SPEC B1, B2, B4 between two browsers: "alice is typing" shows and clears
+/// when she sends; her messages get "Read" while bob's tab is in front and
+/// "Delivered" while it is in the background; bob is shown active, then
+/// away, then active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_ticks_and_presence_states_between_browsers() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    dialog(&alice, &bob).await?;
+    alice
+        .wait_for_text(".user-list .activity", "active")
+        .await?;
+
+    alice.type_message("Conversation with bob", "hello").await?;
+    bob.wait_for_text(".typing", "alice is typing").await?;
+    alice
+        .type_message(
+            "Conversation with bob",
+            &fantoccini::key::Key::Enter.to_string(),
+        )
+        .await?;
+    bob.eventually(
+        Duration::from_secs(5),
+        "the typing line cleared",
+        || async {
+            Ok(bob
+                .texts(".typing")
+                .await?
+                .iter()
+                .all(|t| t.is_empty())
+                .then_some(()))
+        },
+    )
+    .await?;
+    alice
+        .wait_for("[role=log] .tick[aria-label='Read']")
+        .await?;
+
+    // Bob's chat goes to the background: he is away, and new messages are
+    // delivered but not read.
+    let chat_tab = bob.client().window().await?;
+    let other = bob.client().new_window(true).await?;
+    bob.client().switch_to_window(other.handle).await?;
+    alice.wait_for_text(".user-list .activity", "away").await?;
+    alice
+        .send_message("Conversation with bob", "are you there?")
+        .await?;
+    let last_tick = "[role=log] article.message:last-of-type .tick";
+    alice
+        .eventually(
+            Duration::from_secs(5),
+            "Delivered on the second message",
+            || async {
+                let labels = alice.attributes(last_tick, "aria-label").await?;
+                Ok((labels == ["Delivered"]).then_some(()))
+            },
+        )
+        .await?;
+
+    // Back in front: read, and active again.
+    bob.switch_back(chat_tab).await?;
+    alice
+        .eventually(
+            Duration::from_secs(5),
+            "Read on the second message",
+            || async {
+                let labels = alice.attributes(last_tick, "aria-label").await?;
+                Ok((labels == ["Read"]).then_some(()))
+            },
+        )
+        .await?;
+    alice
+        .wait_for_text(".user-list .activity", "active")
+        .await?;
+    alice.close().await?;
+    bob.close().await
+}
+
+/// SPEC B3, B5: messages arriving while the page is hidden count as unread
+/// (badge and "(N) " in the title) until it is shown again; the transcript
+/// downloads as one line per message, with time, author and text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_in_the_title_and_the_transcript_download() -> Result<()> {
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    dialog(&alice, &bob).await?;
+    // Notifications are offered, never asked for on load (a headless
+    // browser refuses any request, which would show as "denied").
+    let permission = bob
+        .client()
+        .execute("return Notification.permission;", vec![])
+        .await?;
+    ensure!(
+        permission == "default",
+        "permission was asked for: {permission}"
+    );
+    bob.wait_for_text("button.enable-notifications", "Enable notifications")
+        .await?;
+
+    bob.client().minimize_window().await?;
+    bob.eventually(Duration::from_secs(5), "the page hidden", || async {
+        let hidden = bob
+            .client()
+            .execute("return document.visibilityState;", vec![])
+            .await?;
+        Ok((hidden == "hidden").then_some(()))
+    })
+    .await?;
+    alice.send_message("Conversation with bob", "first").await?;
+    // Shift+Enter starts a new line in the same message (SPEC C4).
+    use fantoccini::key::Key;
+    let two_lines = format!("second{}{}{}line", Key::Shift, Key::Enter, Key::Null);
+    alice
+        .send_message("Conversation with bob", &two_lines)
+        .await?;
+    let title = bob
+        .eventually(
+            Duration::from_secs(5),
+            "the title to count 2 unread",
+            || async {
+                let title = bob.client().title().await?;
+                Ok(title.starts_with("(2) ").then_some(title))
+            },
+        )
+        .await?;
+    ensure!(title == "(2) Chat", "{title}");
+    let badge = bob.attributes(".unread", "aria-label").await?;
+    ensure!(badge == ["2 unread"], "{badge:?}");
+
+    bob.client().maximize_window().await?;
+    bob.eventually(
+        Duration::from_secs(5),
+        "reading clears the count",
+        || async { Ok((bob.client().title().await? == "Chat").then_some(())) },
+    )
+    .await?;
+
+    // The transcript, captured as the page hands it to the browser.
+    bob.client()
+        .execute(
+            "window.__blobs = []; const original = URL.createObjectURL;
+             URL.createObjectURL = b => { window.__blobs.push(b); return original(b); };",
+            vec![],
+        )
+        .await?;
+    bob.click_button(
+        Some(&Browser::conversation("Conversation with alice")),
+        "Export transcript",
+    )
+    .await?;
+    let text = bob
+        .client()
+        .execute_async(
+            "const done = arguments[0]; window.__blobs[0].text().then(done);",
+            vec![],
+        )
+        .await?;
+    let text = text.as_str().unwrap_or_default().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(lines.len() == 2, "one line per message: {text:?}");
+    ensure!(lines[0].ends_with(" alice: first"), "{text:?}");
+    ensure!(lines[1].ends_with(" alice: second\\nline"), "{text:?}");
+    ensure!(
+        lines[0].len() > "2026-01-01 00:00 alice: first".len() - 1,
+        "a time: {text:?}"
+    );
+    alice.close().await?;
+    bob.close().await
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: the root component: sign-in page or chat.
 //! - [`api`]: the relay's HTTP API (sign-in, sign-out, who am I).
+//! - [`browser`]: page visibility and focus, the title, notifications, downloads.
 //! - [`connection`]: the one WebSocket to the relay: handshake, heartbeats,
 //!   reconnects with jittered backoff (SPEC R1).
 //! - [`components`]: small view components, each testable on its own in a
@@ -11,5 +12,6 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod components;
 pub mod connection;

@@ -12,7 +12,7 @@ use frontend::components::{
 use frontend::connection::{backoff, ws_url, ConnState, MAX_BACKOFF};
 use shared::model::{Conversation, Ended, Entry, Pending};
 use shared::protocol::{
-    ChatMessage, ClientMsgId, ConversationId, Departure, Ending, Seq, User, UserId,
+    Activity, ChatMessage, ClientMsgId, ConversationId, Departure, Ending, Marks, Seq, User, UserId,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -164,7 +164,11 @@ struct UsersProbe {
 
 #[component(UsersHost)]
 fn users_host(props: &UsersProbe) -> Html {
-    html! { <OnlineUsers users={props.users.clone()} on_open={Callback::noop()} enabled=true /> }
+    let activity: std::collections::HashMap<UserId, Activity> =
+        [(UserId(2), Activity::Away), (UserId(3), Activity::Active)]
+            .into_iter()
+            .collect();
+    html! { <OnlineUsers users={props.users.clone()} on_open={Callback::noop()} enabled=true {activity} /> }
 }
 
 /// SPEC U1, C10: a list named "Online users", each entry a button named by
@@ -183,6 +187,8 @@ async fn u1_online_users_are_buttons_in_a_named_list_and_two_picks_offer_a_group
     let swatch = find(&root, "button.user .swatch").unwrap();
     assert!(swatch.get_attribute("style").unwrap().contains("#0f766e"));
     assert!(find(&root, ".start-group").is_none());
+    // SPEC B4: the presence state next to each name, outside its button.
+    assert_eq!(texts(&root, ".user-list .activity"), ["away", "active"]);
 
     let picks = root.query_selector_all("input.pick").unwrap();
     for i in 0..picks.length() {
@@ -217,6 +223,8 @@ fn dialog(entries: Vec<Entry>) -> Conversation {
         entries,
         pending: vec![],
         ended: None,
+        typing: vec![],
+        marks: vec![],
     }
 }
 
@@ -230,6 +238,8 @@ fn props(conversation: Conversation) -> ConversationProps {
         on_close: Callback::noop(),
         on_retry: Callback::noop(),
         on_discard: Callback::noop(),
+        on_typing: Callback::noop(),
+        on_export: Callback::noop(),
     }
 }
 
@@ -244,7 +254,8 @@ fn conversation_host(props: &ConversationHostProps) -> Html {
     html! {
         <ConversationView conversation={p.conversation} me={p.me} focus_request={p.focus_request}
             connected={p.connected} on_send={p.on_send} on_close={p.on_close}
-            on_retry={p.on_retry} on_discard={p.on_discard} />
+            on_retry={p.on_retry} on_discard={p.on_discard} on_typing={p.on_typing}
+            on_export={p.on_export} />
     }
 }
 
@@ -412,4 +423,52 @@ async fn c4_enter_sends_and_a_refusal_keeps_the_text() {
         texts(&root, "[role=alert]"),
         ["Messages are at most 10 characters here."]
     );
+}
+
+/// SPEC B1, B2, B3, B5: who is typing, ticks on my messages (accessible
+/// names "Delivered" / "Read"), the unread badge, and the export button.
+#[wasm_bindgen_test]
+async fn b1_b2_b3_b5_typing_ticks_unread_and_export() {
+    let mut c = dialog(vec![
+        message(1, 1, "mine, read"),
+        message(2, 1, "mine, delivered"),
+        message(3, 2, "theirs, unread"),
+    ]);
+    c.typing = vec![UserId(2)];
+    c.marks = vec![Marks {
+        user: UserId(2),
+        delivered: Seq(2),
+        read: Seq(1),
+    }];
+    let exported = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = exported.clone();
+    let mut p = props(c);
+    p.on_export = Callback::from(move |()| count.set(count.get() + 1));
+    let (root, _handle) = render_conversation(p).await;
+
+    assert_eq!(texts(&root, ".typing"), ["bob is typing"]);
+    let ticks: Vec<String> = {
+        let list = root.query_selector_all(".tick[role=img]").unwrap();
+        (0..list.length())
+            .filter_map(|i| list.item(i))
+            .filter_map(|n| n.dyn_into::<Element>().ok())
+            .filter_map(|e| e.get_attribute("aria-label"))
+            .collect()
+    };
+    assert_eq!(ticks, ["Read", "Delivered"], "ticks on my messages only");
+    let badge = find(&root, ".unread").expect("an unread badge");
+    assert_eq!(
+        badge.get_attribute("aria-label").as_deref(),
+        Some("1 unread")
+    );
+
+    let export = root
+        .query_selector_all("button.export")
+        .unwrap()
+        .item(0)
+        .expect("an Export transcript button");
+    assert_eq!(export.text_content().unwrap(), "Export transcript");
+    export.unchecked_into::<HtmlElement>().click();
+    settle().await;
+    assert_eq!(exported.get(), 1);
 }

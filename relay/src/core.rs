@@ -16,10 +16,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use shared::protocol::{
-    close_code, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot,
-    Departure, Ending, ErrorKind, Resume, Seq, ServerMsg, User, UserId, MAX_MESSAGE_CHARS,
-    MAX_PARTICIPANTS, PROTOCOL_VERSION,
+    close_code, Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId,
+    ConversationSnapshot, Departure, Ending, ErrorKind, Marks, Resume, Seq, ServerMsg, User,
+    UserActivity, UserId, MAX_MESSAGE_CHARS, MAX_PARTICIPANTS, PROTOCOL_VERSION,
 };
+
+/// A typist who sends nothing more for this long is no longer typing (SPEC B1).
+pub const TYPING_EXPIRY: Duration = Duration::from_secs(5);
+/// Typing frames closer together than this are ignored (rate limit).
+pub const TYPING_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Unix time in milliseconds.
 pub type Millis = u64;
@@ -93,6 +98,15 @@ pub enum Outbound {
 struct Conn {
     user: UserId,
     session: SessionId,
+    /// The tab is focused and visible (SPEC B4).
+    active: bool,
+}
+
+/// One typist in one conversation (SPEC B1).
+#[derive(Debug, Clone, Copy)]
+struct Typist {
+    expires: Millis,
+    last_frame: Millis,
 }
 
 #[derive(Debug)]
@@ -104,6 +118,8 @@ struct UserState {
     /// Conversations in this user's list, live or ended-but-not-closed.
     conversations: BTreeSet<ConversationId>,
     rate: TokenBucket,
+    /// The activity last announced (SPEC B4).
+    activity: Activity,
 }
 
 #[derive(Debug)]
@@ -118,6 +134,10 @@ struct Conversation {
     history: VecDeque<ChatMessage>,
     next_seq: u64,
     ended: Option<Ending>,
+    /// Delivered and read marks by participant (SPEC B2, B3).
+    marks: BTreeMap<UserId, (Seq, Seq)>,
+    /// Who is typing (SPEC B1).
+    typing: BTreeMap<UserId, Typist>,
 }
 
 impl Conversation {
@@ -150,7 +170,20 @@ impl Conversation {
             messages,
             gap,
             ended: self.ended,
+            marks: self
+                .marks
+                .iter()
+                .map(|(user, (delivered, read))| Marks {
+                    user: *user,
+                    delivered: *delivered,
+                    read: *read,
+                })
+                .collect(),
         }
+    }
+
+    fn last_seq(&self) -> Seq {
+        Seq(self.next_seq.saturating_sub(1))
     }
 
     fn is_live(&self) -> bool {
@@ -199,7 +232,10 @@ pub struct Core {
     messages_stamped: u64,
     presence_joined: BTreeMap<UserId, User>,
     presence_left: BTreeSet<UserId>,
+    presence_activity: BTreeMap<UserId, Activity>,
     last_presence: Option<Millis>,
+    /// Every (conversation, user) with a typist entry, to expire them cheaply.
+    typists: BTreeSet<(ConversationId, UserId)>,
     out: Vec<Outbound>,
 }
 
@@ -216,7 +252,9 @@ impl Core {
             messages_stamped: 0,
             presence_joined: BTreeMap::new(),
             presence_left: BTreeSet::new(),
+            presence_activity: BTreeMap::new(),
             last_presence: None,
+            typists: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -263,6 +301,7 @@ impl Core {
             offline_at: None,
             conversations: BTreeSet::new(),
             rate: TokenBucket::full(&self.limits, now),
+            activity: Activity::Reconnecting,
         });
         if state.conns.len() >= self.limits.connections_per_user {
             let limit = self.limits.connections_per_user;
@@ -281,11 +320,19 @@ impl Core {
         let newly_online = state.conns.is_empty() && state.offline_at.is_none();
         state.conns.insert(conn);
         state.offline_at = None;
-        self.conns.insert(conn, Conn { user: id, session });
+        self.conns.insert(
+            conn,
+            Conn {
+                user: id,
+                session,
+                active: false,
+            },
+        );
         if newly_online {
             self.presence_left.remove(&id);
             self.presence_joined.insert(id, user.clone());
         }
+        self.refresh_activity(id, newly_online);
 
         let resume: HashMap<ConversationId, Seq> = resume
             .iter()
@@ -304,11 +351,20 @@ impl Core {
             .map(|u| u.user.clone())
             .collect();
         online.sort_by(by_name);
+        let activity = online
+            .iter()
+            .filter_map(|u| self.users.get(&u.id))
+            .map(|u| UserActivity {
+                user: u.user.id,
+                activity: u.activity,
+            })
+            .collect();
         let welcome = ServerMsg::Welcome {
             protocol: PROTOCOL_VERSION,
             me: user,
             online,
             conversations,
+            activity,
         };
         self.send(vec![conn], welcome);
     }
@@ -324,6 +380,32 @@ impl Core {
             if state.conns.is_empty() {
                 state.offline_at = Some(now + millis(self.limits.offline_grace));
             }
+        }
+        self.refresh_activity(user, false);
+    }
+
+    /// Recomputes a user's activity from their tabs (SPEC B4) and queues
+    /// a change for the next presence batch (always, for a newcomer).
+    fn refresh_activity(&mut self, user: UserId, announce: bool) {
+        let Some(state) = self.users.get(&user) else {
+            return;
+        };
+        let activity = if state.conns.is_empty() {
+            Activity::Reconnecting
+        } else if state
+            .conns
+            .iter()
+            .any(|c| self.conns.get(c).is_some_and(|c| c.active))
+        {
+            Activity::Active
+        } else {
+            Activity::Away
+        };
+        if announce || activity != state.activity {
+            if let Some(state) = self.users.get_mut(&user) {
+                state.activity = activity;
+            }
+            self.presence_activity.insert(user, activity);
         }
     }
 
@@ -367,7 +449,142 @@ impl Core {
                 text,
             } => self.post(conn, user, conversation, client_id, text, now),
             ClientMsg::Leave { conversation } => self.leave(conn, user, conversation),
+            ClientMsg::Typing { conversation } => self.typing(conn, user, conversation, now),
+            ClientMsg::Marks {
+                conversation,
+                delivered,
+                read,
+            } => self.marks(conn, user, conversation, delivered, read),
+            ClientMsg::Activity { active } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.active = active;
+                }
+                self.refresh_activity(user, false);
+            }
         }
+    }
+
+    /// SPEC B1: announce a typist to the others once, then keep them
+    /// typing until they stop for [`TYPING_EXPIRY`], send, or leave.
+    fn typing(&mut self, conn: ConnId, me: UserId, id: ConversationId, now: Millis) {
+        let Some(conversation) = self
+            .conversations
+            .get_mut(&id)
+            .filter(|c| c.holders.contains(&me))
+        else {
+            return self.refuse(
+                conn,
+                ErrorKind::NoSuchConversation,
+                "no such conversation",
+                None,
+            );
+        };
+        if !conversation.is_live() {
+            return;
+        }
+        let expires = now + millis(TYPING_EXPIRY);
+        match conversation.typing.get_mut(&me) {
+            Some(typist) if now < typist.last_frame + millis(TYPING_MIN_INTERVAL) => {}
+            Some(typist) => {
+                typist.expires = expires;
+                typist.last_frame = now;
+            }
+            None => {
+                conversation.typing.insert(
+                    me,
+                    Typist {
+                        expires,
+                        last_frame: now,
+                    },
+                );
+                self.typists.insert((id, me));
+                let others: Vec<UserId> = conversation
+                    .participants
+                    .iter()
+                    .copied()
+                    .filter(|u| *u != me)
+                    .collect();
+                let to = self.conns_of(others.iter());
+                self.send(
+                    to,
+                    ServerMsg::Typing {
+                        conversation: id,
+                        user: me,
+                        active: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Ends `user`'s typing in `id`, telling the other participants.
+    fn stop_typing(&mut self, id: ConversationId, user: UserId) {
+        self.typists.remove(&(id, user));
+        let Some(conversation) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if conversation.typing.remove(&user).is_none() {
+            return;
+        }
+        let others: Vec<UserId> = conversation
+            .participants
+            .iter()
+            .copied()
+            .filter(|u| *u != user)
+            .collect();
+        let to = self.conns_of(others.iter());
+        self.send(
+            to,
+            ServerMsg::Typing {
+                conversation: id,
+                user,
+                active: false,
+            },
+        );
+    }
+
+    /// SPEC B2, B3: marks only move forward, never past the last message;
+    /// every holder's tabs hear when they move (the user's own other tabs
+    /// included, so unread counts agree).
+    fn marks(&mut self, conn: ConnId, me: UserId, id: ConversationId, delivered: Seq, read: Seq) {
+        let Some(conversation) = self
+            .conversations
+            .get_mut(&id)
+            .filter(|c| c.holders.contains(&me))
+        else {
+            return self.refuse(
+                conn,
+                ErrorKind::NoSuchConversation,
+                "no such conversation",
+                None,
+            );
+        };
+        let last = conversation.last_seq();
+        let read = read.min(last);
+        let delivered = delivered.min(last).max(read);
+        let old = conversation
+            .marks
+            .get(&me)
+            .copied()
+            .unwrap_or((Seq(0), Seq(0)));
+        let new = (old.0.max(delivered), old.1.max(read));
+        if new == old {
+            return;
+        }
+        conversation.marks.insert(me, new);
+        let holders: Vec<UserId> = conversation.holders.iter().copied().collect();
+        let to = self.conns_of(holders.iter());
+        self.send(
+            to,
+            ServerMsg::Marks {
+                conversation: id,
+                marks: Marks {
+                    user: me,
+                    delivered: new.0,
+                    read: new.1,
+                },
+            },
+        );
     }
 
     /// Advances time: ends grace periods (SPEC U3, C7, C10) and sends the
@@ -384,10 +601,27 @@ impl Core {
         for user in expired {
             self.go_offline(user);
         }
+        let stale: Vec<(ConversationId, UserId)> = self
+            .typists
+            .iter()
+            .copied()
+            .filter(|(c, u)| {
+                self.conversations
+                    .get(c)
+                    .and_then(|c| c.typing.get(u))
+                    .is_none_or(|t| t.expires <= now)
+            })
+            .collect();
+        for (conversation, user) in stale {
+            self.stop_typing(conversation, user);
+        }
         let due = self
             .last_presence
             .is_none_or(|last| now >= last + millis(self.limits.presence_batch));
-        if due && !(self.presence_joined.is_empty() && self.presence_left.is_empty()) {
+        let pending = !(self.presence_joined.is_empty()
+            && self.presence_left.is_empty()
+            && self.presence_activity.is_empty());
+        if due && pending {
             self.flush_presence();
             self.last_presence = Some(now);
         }
@@ -396,6 +630,11 @@ impl Core {
     fn flush_presence(&mut self) {
         let joined = std::mem::take(&mut self.presence_joined);
         let left = std::mem::take(&mut self.presence_left);
+        let activity: Vec<UserActivity> = std::mem::take(&mut self.presence_activity)
+            .into_iter()
+            .filter(|(user, _)| self.users.contains_key(user))
+            .map(|(user, activity)| UserActivity { user, activity })
+            .collect();
         let mut joined_users: Vec<User> = joined.values().cloned().collect();
         joined_users.sort_by(by_name);
         let mut recipients: Vec<(UserId, Vec<ConnId>)> = self
@@ -410,10 +649,14 @@ impl Core {
         let everyone = ServerMsg::Presence {
             joined: joined_users.clone(),
             left: left.iter().copied().collect(),
+            activity: activity.clone(),
         };
         let mut common = Vec::new();
         for (user, conns) in recipients {
-            if joined.contains_key(&user) || left.contains(&user) {
+            let named = joined.contains_key(&user)
+                || left.contains(&user)
+                || activity.iter().any(|a| a.user == user);
+            if named {
                 let msg = ServerMsg::Presence {
                     joined: joined_users
                         .iter()
@@ -421,9 +664,15 @@ impl Core {
                         .cloned()
                         .collect(),
                     left: left.iter().copied().filter(|u| *u != user).collect(),
+                    activity: activity
+                        .iter()
+                        .copied()
+                        .filter(|a| a.user != user)
+                        .collect(),
                 };
-                if !matches!(&msg, ServerMsg::Presence { joined, left } if joined.is_empty() && left.is_empty())
-                {
+                let empty = matches!(&msg, ServerMsg::Presence { joined, left, activity }
+                    if joined.is_empty() && left.is_empty() && activity.is_empty());
+                if !empty {
                     self.send(conns, msg);
                 }
             } else {
@@ -442,6 +691,7 @@ impl Core {
         if self.presence_joined.remove(&user).is_none() {
             self.presence_left.insert(user);
         }
+        self.presence_activity.remove(&user);
         for conversation in state.conversations {
             self.depart(conversation, user, Departure::WentOffline);
         }
@@ -505,6 +755,8 @@ impl Core {
             history: VecDeque::new(),
             next_seq: 1,
             ended: None,
+            marks: BTreeMap::new(),
+            typing: BTreeMap::new(),
         };
         let started = ServerMsg::Started {
             conversation: conversation.snapshot(None),
@@ -609,6 +861,7 @@ impl Core {
                 message,
             },
         );
+        self.stop_typing(id, me);
     }
 
     /// SPEC C8: leave (or close an ended conversation).
@@ -636,6 +889,7 @@ impl Core {
     /// `user` is no longer in conversation `id`: tell the others, end it if
     /// fewer than two remain, free it once nobody holds it (SPEC C7, C8, C10).
     fn depart(&mut self, id: ConversationId, user: UserId, reason: Departure) {
+        self.stop_typing(id, user);
         let Some(conversation) = self.conversations.get_mut(&id) else {
             return;
         };

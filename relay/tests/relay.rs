@@ -335,7 +335,7 @@ async fn post(ws: &mut Ws, conversation: ConversationId, client_id: u64, text: &
 
 async fn wait_for_presence(ws: &mut Ws) -> (Vec<String>, Vec<UserId>) {
     recv_until(ws, |m| match m {
-        ServerMsg::Presence { joined, left } => {
+        ServerMsg::Presence { joined, left, .. } if !(joined.is_empty() && left.is_empty()) => {
             Some((joined.into_iter().map(|u| u.name).collect(), left))
         }
         _ => None,
@@ -1151,4 +1151,62 @@ async fn o5_secrets_never_reach_the_logs() {
     for secret in [secret, "wrong-password!", token] {
         assert!(!logs.contains(secret), "{secret:?} is in the logs");
     }
+}
+
+/// SPEC B1, B2, B4 over the wire: typing reaches the other participant and
+/// clears when the message is sent; marks reach the author; activity
+/// travels with presence.
+#[tokio::test]
+async fn b1_b2_b4_typing_marks_and_activity_over_the_wire() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let bob = relay.login("bob").await;
+    let (mut a, _) = relay.tab(&alice).await;
+    let (mut b, _) = relay.tab(&bob).await;
+    send(&mut b, &ClientMsg::Activity { active: true }).await;
+    let active = recv_until(&mut a, |m| match m {
+        ServerMsg::Presence { activity, .. } => activity
+            .into_iter()
+            .find(|x| x.user == bob.user.id && x.activity == shared::protocol::Activity::Active),
+        _ => None,
+    })
+    .await;
+    assert_eq!(active.user, bob.user.id);
+
+    let c = open(&mut a, &[&bob]).await;
+    send(&mut a, &ClientMsg::Typing { conversation: c }).await;
+    let typing = recv_until(&mut b, |m| match m {
+        ServerMsg::Typing { user, active, .. } => Some((user, active)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(typing, (alice.user.id, true));
+    post(&mut a, c, 1, "hello").await;
+    assert_eq!(next_message(&mut b).await.2, "hello");
+    let stopped = recv_until(&mut b, |m| match m {
+        ServerMsg::Typing { user, active, .. } => Some((user, active)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(stopped, (alice.user.id, false));
+
+    send(
+        &mut b,
+        &ClientMsg::Marks {
+            conversation: c,
+            delivered: Seq(1),
+            read: Seq(1),
+        },
+    )
+    .await;
+    let marks = recv_until(&mut a, |m| match m {
+        ServerMsg::Marks { marks, .. } => Some(marks),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (marks.user, marks.delivered, marks.read),
+        (bob.user.id, Seq(1), Seq(1))
+    );
+    relay.stop().await;
 }

@@ -3,22 +3,25 @@
 //!
 //! [`ChatState::apply`] takes the relay's frames one at a time; the user's
 //! intents ([`ChatState::send`], [`ChatState::retry`], [`ChatState::open`],
-//! [`ChatState::close`]) update the state and return the [`ClientMsg`] to
-//! send. Nothing here touches a socket, a clock or the DOM, so the rules of
-//! presence, conversations and reconnection (SPEC U, C, R) are pure functions
-//! tested natively with `cargo test`. The Yew store in `frontend/` only adapts
+//! [`ChatState::close`], [`ChatState::typing`]) and the page's events
+//! ([`ChatState::marks_update`]) update the state and return the [`ClientMsg`]
+//! to send. Nothing here touches a socket, a clock or the DOM (the time is
+//! passed in), so the rules of presence, conversations, reconnection, typing,
+//! ticks and unread counts (SPEC U, C, R, B) are pure functions tested
+//! natively with `cargo test`. The Yew store in `frontend/` only adapts
 //! this state to a reducer; it holds no rules of its own.
 //!
 //! No frame, however odd (a message for an unknown conversation, a leave for
 //! someone absent, a duplicate), makes this code panic (SPEC L7): what cannot
 //! be applied is ignored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use crate::protocol::{
-    ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure, Ending,
-    Resume, Seq, ServerMsg, User, UserId, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure,
+    Ending, Marks, Resume, Seq, ServerMsg, User, UserActivity, UserId, MAX_MESSAGE_CHARS,
+    PROTOCOL_VERSION,
 };
 
 /// The notice shown where the relay could not fill a gap in the history (SPEC R2).
@@ -33,6 +36,33 @@ pub const NOT_SENT_ENDED: &str = "Not sent: the conversation has ended";
 /// Client message ids stay below 2^53, so that they are exact as JSON numbers
 /// in any reader, JavaScript included.
 const CLIENT_ID_MASK: u64 = (1 << 53) - 1;
+
+/// While the user types, a `typing` frame goes out at most this often per
+/// conversation, in milliseconds (SPEC B1). The relay expires the state 5 s
+/// after the last one, so a typist is announced without gaps.
+pub const TYPING_EVERY_MS: f64 = 2_000.0;
+
+/// The tick shown on one of my messages in a dialog (SPEC B2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tick {
+    /// The relay has it; no tab of the recipient has received it yet.
+    Sent,
+    /// A tab of the recipient received it.
+    Delivered,
+    /// It was shown in a focused, visible tab of the recipient.
+    Read,
+}
+
+impl Tick {
+    /// The accessible name: "Sent", "Delivered" or "Read".
+    pub fn label(self) -> &'static str {
+        match self {
+            Tick::Sent => "Sent",
+            Tick::Delivered => "Delivered",
+            Tick::Read => "Read",
+        }
+    }
+}
 
 /// Why a conversation is no longer live, as the page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +113,13 @@ pub struct Conversation {
     pub last_seq: Seq,
     /// Set once it is no longer live: readable, its prompt disabled (SPEC C7).
     pub ended: Option<Ended>,
+    /// Who is typing now, in the order they started, never me (SPEC B1).
+    /// Empty once it has ended.
+    pub typing: Vec<UserId>,
+    /// Each participant's delivery and read marks, one per user, sorted by
+    /// user; mine included (my other tabs' reads). They never go back
+    /// (SPEC B2, B3).
+    pub marks: Vec<Marks>,
 }
 
 impl Conversation {
@@ -96,6 +133,8 @@ impl Conversation {
             pending: Vec::new(),
             last_seq: Seq(0),
             ended: None,
+            typing: Vec::new(),
+            marks: Vec::new(),
         };
         conversation.merge(snapshot, me, false);
         conversation
@@ -155,6 +194,128 @@ impl Conversation {
         })
     }
 
+    /// "Bob is typing", "Bob and Carol are typing", "Bob, Carol and Dave
+    /// are typing": the typists in the order they started (SPEC B1). `None`
+    /// if nobody (but me) is typing.
+    pub fn typing_line(&self, me: UserId) -> Option<String> {
+        let names: Vec<String> = self
+            .typing
+            .iter()
+            .filter(|id| **id != me)
+            .map(|id| self.name_of(*id))
+            .collect();
+        match names.as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} is typing")),
+            [init @ .., last] => Some(format!("{} and {last} are typing", init.join(", "))),
+        }
+    }
+
+    /// A user's marks here, if they have any.
+    pub fn marks_of(&self, user: UserId) -> Option<Marks> {
+        self.marks.iter().find(|m| m.user == user).copied()
+    }
+
+    /// How many messages by others come after my read mark (SPEC B3).
+    pub fn unread(&self, me: UserId) -> usize {
+        let read = self.marks_of(me).map_or(Seq(0), |m| m.read);
+        self.messages()
+            .filter(|m| m.author != me && m.seq > read)
+            .count()
+    }
+
+    /// The tick on a message (SPEC B2): only on my own messages in a dialog
+    /// (a conversation of exactly two members); `Read` once the other's
+    /// read mark reaches it, `Delivered` once their delivered mark does,
+    /// `Sent` before. `None` in groups and on others' messages.
+    pub fn tick(&self, message: &ChatMessage, me: UserId) -> Option<Tick> {
+        if message.author != me || self.members.len() != 2 || self.member(me).is_none() {
+            return None;
+        }
+        let other = self.members.iter().find(|user| user.id != me)?;
+        let marks = self.marks_of(other.id);
+        Some(match marks {
+            Some(m) if m.read >= message.seq => Tick::Read,
+            Some(m) if m.delivered >= message.seq => Tick::Delivered,
+            _ => Tick::Sent,
+        })
+    }
+
+    /// The conversation as text (SPEC B5): one line per message,
+    /// `"{time} {author}: {text}"`, each line ending in a newline. So that a
+    /// line is always one message and nothing is lost, the text's
+    /// backslashes are doubled and its line breaks written `\n` (and `\r`).
+    /// Notices are left out; unknown authors are "Someone".
+    pub fn transcript(&self, format_time: impl Fn(u64) -> String) -> String {
+        let mut out = String::new();
+        for message in self.messages() {
+            out.push_str(&format_time(message.time));
+            out.push(' ');
+            out.push_str(&self.name_of(message.author));
+            out.push_str(": ");
+            for ch in message.text.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    _ => out.push(ch),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The name for the downloaded transcript: `chat-with-bob-carol.txt`,
+    /// from [`Conversation::others`] (so an ended dialog keeps its partner),
+    /// lowercased, every character but `a-z 0-9 _ . -` replaced by `-`.
+    pub fn transcript_file_name(&self, me: UserId) -> String {
+        let names: Vec<String> = self
+            .others(me)
+            .iter()
+            .map(|name| {
+                name.to_lowercase()
+                    .chars()
+                    .map(|ch| match ch {
+                        'a'..='z' | '0'..='9' | '_' | '.' | '-' => ch,
+                        _ => '-',
+                    })
+                    .collect()
+            })
+            .collect();
+        if names.is_empty() {
+            "chat.txt".to_string()
+        } else {
+            format!("chat-with-{}.txt", names.join("-"))
+        }
+    }
+
+    /// Folds in someone's marks, field by field, never going back.
+    fn merge_marks(&mut self, marks: Marks) {
+        match self.marks.binary_search_by_key(&marks.user, |m| m.user) {
+            Ok(i) => {
+                let held = &mut self.marks[i];
+                held.delivered = held.delivered.max(marks.delivered);
+                held.read = held.read.max(marks.read);
+            }
+            Err(i) => self.marks.insert(i, marks),
+        }
+    }
+
+    /// Someone started or stopped typing (SPEC B1). Only participants of a
+    /// live conversation type; I am never listed.
+    fn set_typing(&mut self, user: UserId, active: bool, me: Option<UserId>) {
+        if !active {
+            self.typing.retain(|id| *id != user);
+        } else if self.is_live()
+            && Some(user) != me
+            && self.participants.contains(&user)
+            && !self.typing.contains(&user)
+        {
+            self.typing.push(user);
+        }
+    }
+
     /// The name to show for a user, even one the snapshot never named.
     fn name_of(&self, id: UserId) -> String {
         self.member(id)
@@ -175,6 +336,9 @@ impl Conversation {
     /// conversation seen for the first time, whose history may start late
     /// without that being a gap.
     fn merge(&mut self, snapshot: ConversationSnapshot, me: Option<UserId>, known: bool) {
+        for marks in snapshot.marks {
+            self.merge_marks(marks);
+        }
         let mut participants = Vec::with_capacity(snapshot.participants.len());
         for user in snapshot.participants {
             participants.push(user.id);
@@ -216,12 +380,15 @@ impl Conversation {
         if Some(message.author) == me {
             self.pending.retain(|p| p.client_id != message.client_id);
         }
+        // Sending ends typing (SPEC B1).
+        self.typing.retain(|id| *id != message.author);
         self.last_seq = message.seq;
         self.entries.push(Entry::Message(message));
     }
 
     /// Someone is no longer in it: announced by name, once.
     fn depart(&mut self, user: UserId, reason: Departure) {
+        self.typing.retain(|id| *id != user);
         if !self.participants.contains(&user) {
             return;
         }
@@ -233,6 +400,7 @@ impl Conversation {
     /// It is no longer live: say why, and fail what was not confirmed.
     fn end(&mut self, how: Ended) {
         self.ended = Some(how);
+        self.typing.clear();
         let notice = match how {
             Ended::By(ending) => {
                 self.participants.retain(|id| *id != ending.user);
@@ -330,12 +498,20 @@ pub struct ChatState {
     pub notice: Option<String>,
     /// True once a welcome was applied (so a later welcome is a reconnect).
     pub connected_once: bool,
+    /// How present each online user is (SPEC B4): from the welcome, then
+    /// presence diffs; users who go offline are removed.
+    pub activity: HashMap<UserId, Activity>,
     /// The next client message id to hand out.
     next_client_id: u64,
     /// Ended conversations a reconnect welcome left out: the relay no longer
     /// holds them for this user (closed in another tab meanwhile, or the relay
     /// restarted), so closing one is local and they are not resumed.
     unheld: BTreeSet<ConversationId>,
+    /// When this page last sent `typing` for each conversation (the page's
+    /// clock, in milliseconds).
+    typing_sent: HashMap<ConversationId, f64>,
+    /// The highest marks (delivered, read) this page sent for each conversation.
+    marks_sent: HashMap<ConversationId, (Seq, Seq)>,
 }
 
 impl ChatState {
@@ -371,6 +547,8 @@ impl ChatState {
     fn remove(&mut self, id: ConversationId) {
         self.conversations.retain(|c| c.id != id);
         self.unheld.remove(&id);
+        self.typing_sent.remove(&id);
+        self.marks_sent.remove(&id);
         if self.focus == Some(id) {
             self.focus = None;
         }
@@ -406,9 +584,14 @@ impl ChatState {
                 me,
                 online,
                 conversations,
+                activity,
                 ..
-            } => self.welcome(me, online, conversations),
-            ServerMsg::Presence { joined, left } => self.presence(joined, left),
+            } => self.welcome(me, online, conversations, activity),
+            ServerMsg::Presence {
+                joined,
+                left,
+                activity,
+            } => self.presence(joined, left, activity),
             ServerMsg::Started { conversation } => self.absorb(conversation),
             ServerMsg::Opened { conversation } => self.focus = Some(conversation),
             ServerMsg::Message {
@@ -455,18 +638,49 @@ impl ChatState {
                     None => self.notice = Some(message),
                 }
             }
+            ServerMsg::Typing {
+                conversation,
+                user,
+                active,
+            } => {
+                let me = self.me_id();
+                if let Some(c) = self.conversation_mut(conversation) {
+                    c.set_typing(user, active, me);
+                }
+            }
+            ServerMsg::Marks {
+                conversation,
+                marks,
+            } => {
+                if let Some(c) = self.conversation_mut(conversation) {
+                    c.merge_marks(marks);
+                }
+            }
             ServerMsg::Pong { .. } => {}
         }
     }
 
     /// SPEC U4: a diff of the online list. The list stays sorted without
     /// being sorted again, so a diff costs little even with thousands online.
-    fn presence(&mut self, joined: Vec<User>, left: Vec<UserId>) {
+    /// With it, the activity of those whose activity changed (SPEC B4); who
+    /// went offline has none, and types nowhere (SPEC B1).
+    fn presence(&mut self, joined: Vec<User>, left: Vec<UserId>, activity: Vec<UserActivity>) {
         let me = self.me_id();
         let listed: BTreeSet<UserId> = self.online.iter().map(|u| u.id).collect();
         let left: BTreeSet<UserId> = left.into_iter().collect();
         if !left.is_empty() {
             self.online.retain(|user| !left.contains(&user.id));
+            for user in &left {
+                self.activity.remove(user);
+            }
+            for c in &mut self.conversations {
+                c.typing.retain(|id| !left.contains(id));
+            }
+        }
+        for entry in activity {
+            if !left.contains(&entry.user) {
+                self.activity.insert(entry.user, entry.activity);
+            }
         }
         for user in joined {
             if Some(user.id) == me || listed.contains(&user.id) || left.contains(&user.id) {
@@ -481,7 +695,16 @@ impl ChatState {
     }
 
     /// SPEC U1, C2, R2: the whole state, on connect and on every reconnect.
-    fn welcome(&mut self, me: User, online: Vec<User>, snapshots: Vec<ConversationSnapshot>) {
+    ///
+    /// Who is typing is unknown again until the relay says (SPEC B1), and so
+    /// is when this page last announced its own typing.
+    fn welcome(
+        &mut self,
+        me: User,
+        online: Vec<User>,
+        snapshots: Vec<ConversationSnapshot>,
+        activity: Vec<UserActivity>,
+    ) {
         if self.me_id().is_some_and(|held| held != me.id) {
             // Another user signed in on this page: nothing of the last one stays.
             self.reset();
@@ -494,6 +717,14 @@ impl ChatState {
         online.sort_by(by_name);
         online.dedup_by_key(|u| u.id);
         self.online = online;
+        self.activity = activity
+            .into_iter()
+            .map(|entry| (entry.user, entry.activity))
+            .collect();
+        self.typing_sent.clear();
+        for c in &mut self.conversations {
+            c.typing.clear();
+        }
 
         let seen: BTreeSet<ConversationId> = snapshots.iter().map(|s| s.id).collect();
         for snapshot in snapshots {
@@ -581,6 +812,8 @@ impl ChatState {
             return Err(SendError::TooLong { chars });
         }
         let client_id = self.fresh_client_id();
+        // Typing right after sending announces itself again (SPEC B1).
+        self.typing_sent.remove(&conversation);
         self.conversations[index].pending.push(Pending {
             client_id,
             text: text.to_string(),
@@ -641,6 +874,102 @@ impl ChatState {
             return None;
         }
         Some(ClientMsg::Leave { conversation })
+    }
+
+    /// The user typed in a conversation's box at `now_ms` (the page's clock,
+    /// in milliseconds): the `typing` frame to send, at most once per
+    /// [`TYPING_EVERY_MS`] per conversation (SPEC B1). `None` when one went
+    /// out recently, or if the conversation is not held and live.
+    pub fn typing(&mut self, conversation: ConversationId, now_ms: f64) -> Option<ClientMsg> {
+        if !self.conversation(conversation)?.is_live() {
+            return None;
+        }
+        if let Some(last) = self.typing_sent.get(&conversation) {
+            // A clock that went back counts as time passed: never silenced for long.
+            if now_ms >= *last && now_ms - *last < TYPING_EVERY_MS {
+                return None;
+            }
+        }
+        self.typing_sent.insert(conversation, now_ms);
+        Some(ClientMsg::Typing { conversation })
+    }
+
+    /// How the relay last saw this user (SPEC B4); `None` if offline or unknown.
+    pub fn activity_of(&self, user: UserId) -> Option<Activity> {
+        self.activity.get(&user).copied()
+    }
+
+    /// My unread messages in every conversation held (SPEC B3); 0 before
+    /// the welcome.
+    pub fn total_unread(&self) -> usize {
+        let Some(me) = self.me_id() else {
+            return 0;
+        };
+        self.conversations.iter().map(|c| c.unread(me)).sum()
+    }
+
+    /// What the page title starts with (SPEC B3): `"(N) "` with N messages
+    /// unread in all, nothing when none are.
+    pub fn title_prefix(&self) -> String {
+        match self.total_unread() {
+            0 => String::new(),
+            n => format!("({n}) "),
+        }
+    }
+
+    /// This tab's marks in a conversation (SPEC B2, B3), called after
+    /// messages arrive and when the tab becomes focused and visible: every
+    /// message held was delivered here; they were read too if the tab is
+    /// `visible_and_focused`. My marks are updated at once (so the unread
+    /// count drops) and the `marks` frame returned, but only when they went
+    /// beyond what this tab last sent: never one frame per message, none
+    /// when nothing moved. `None` as well for a conversation the relay no
+    /// longer holds (lost, or left out of a reconnect welcome).
+    pub fn marks_update(
+        &mut self,
+        conversation: ConversationId,
+        visible_and_focused: bool,
+    ) -> Option<ClientMsg> {
+        let me = self.me_id()?;
+        let unheld = self.unheld.contains(&conversation);
+        let c = self.conversation_mut(conversation)?;
+        let held = c.marks_of(me);
+        let delivered = c.last_seq;
+        let read = if visible_and_focused {
+            c.last_seq
+        } else {
+            held.map_or(Seq(0), |m| m.read)
+        };
+        c.merge_marks(Marks {
+            user: me,
+            delivered,
+            read,
+        });
+        if c.ended == Some(Ended::Lost) || unheld {
+            return None;
+        }
+        let sent = self
+            .marks_sent
+            .entry(conversation)
+            .or_insert((Seq(0), Seq(0)));
+        if delivered <= sent.0 && read <= sent.1 {
+            return None;
+        }
+        *sent = (sent.0.max(delivered), sent.1.max(read));
+        Some(ClientMsg::Marks {
+            conversation,
+            delivered,
+            read,
+        })
+    }
+
+    /// [`ChatState::marks_update`] for every conversation held: the frames
+    /// for those whose marks moved, in the order of the conversations.
+    pub fn marks_updates(&mut self, visible_and_focused: bool) -> Vec<ClientMsg> {
+        let ids: Vec<ConversationId> = self.conversations.iter().map(|c| c.id).collect();
+        ids.into_iter()
+            .filter_map(|id| self.marks_update(id, visible_and_focused))
+            .collect()
     }
 
     /// The conversation with this id, if the page holds it.
@@ -720,6 +1049,7 @@ mod tests {
             messages: seqs.iter().map(|s| message(*s, BOB, 900 + s)).collect(),
             gap: false,
             ended: None,
+            marks: vec![],
         }
     }
 
@@ -729,6 +1059,7 @@ mod tests {
             me: user(ME),
             online: online.iter().map(|u| user(*u)).collect(),
             conversations,
+            activity: vec![],
         }
     }
 
@@ -816,6 +1147,7 @@ mod tests {
         let presence = |joined: &[UserId], left: &[UserId]| ServerMsg::Presence {
             joined: joined.iter().map(|u| user(*u)).collect(),
             left: left.to_vec(),
+            activity: vec![],
         };
         let ids = |s: &ChatState| s.online.iter().map(|u| u.id).collect::<Vec<_>>();
 
@@ -846,6 +1178,7 @@ mod tests {
         state.apply(ServerMsg::Presence {
             joined: vec![bob2],
             left: vec![],
+            activity: vec![],
         });
         assert_eq!(ids(&state), [UserId(0), BOB, DAVE, UserId(9)]);
     }
@@ -1392,6 +1725,7 @@ mod tests {
             me: user(DAVE),
             online: vec![user(ME)],
             conversations: vec![],
+            activity: vec![],
         });
         assert_eq!(state.me, Some(user(DAVE)));
         assert!(state.conversations.is_empty(), "not lost: never Dave's");
@@ -1426,6 +1760,20 @@ mod tests {
             ServerMsg::Presence {
                 joined: vec![],
                 left: vec![BOB],
+                activity: vec![],
+            },
+            ServerMsg::Typing {
+                conversation: unknown,
+                user: BOB,
+                active: true,
+            },
+            ServerMsg::Marks {
+                conversation: unknown,
+                marks: Marks {
+                    user: BOB,
+                    delivered: Seq(u64::MAX),
+                    read: Seq(u64::MAX),
+                },
             },
         ] {
             state.apply(frame);
@@ -1450,5 +1798,585 @@ mod tests {
             ["Someone went offline"]
         );
         assert_eq!(state.send(unknown, "x"), Err(SendError::Ended));
+    }
+
+    fn typing(conversation: ConversationId, who: UserId, active: bool) -> ServerMsg {
+        ServerMsg::Typing {
+            conversation,
+            user: who,
+            active,
+        }
+    }
+
+    fn marks(conversation: ConversationId, who: UserId, delivered: u64, read: u64) -> ServerMsg {
+        ServerMsg::Marks {
+            conversation,
+            marks: Marks {
+                user: who,
+                delivered: Seq(delivered),
+                read: Seq(read),
+            },
+        }
+    }
+
+    fn mark(who: UserId, delivered: u64, read: u64) -> Marks {
+        Marks {
+            user: who,
+            delivered: Seq(delivered),
+            read: Seq(read),
+        }
+    }
+
+    /// [`connected`] plus a live group with Bob, Carol and Dave.
+    fn with_group() -> ChatState {
+        let mut state = connected();
+        state.apply(ServerMsg::Started {
+            conversation: snapshot(G, &[ME, BOB, CAROL, DAVE], &[]),
+        });
+        state
+    }
+
+    fn group(state: &ChatState) -> &Conversation {
+        state.conversation(G).expect("the group is held")
+    }
+
+    #[test]
+    fn b1_typing_list_keeps_start_order_without_repeats_and_never_me() {
+        let mut state = with_group();
+        state.apply(typing(G, DAVE, true));
+        state.apply(typing(G, BOB, true));
+        state.apply(typing(G, DAVE, true));
+        state.apply(typing(G, ME, true));
+        assert_eq!(
+            group(&state).typing,
+            [DAVE, BOB],
+            "in order, once, never me"
+        );
+        // Strangers, and typing in another conversation, change nothing here.
+        state.apply(typing(G, UserId(77), true));
+        state.apply(typing(C, BOB, true));
+        assert_eq!(group(&state).typing, [DAVE, BOB]);
+        assert_eq!(dialog(&state).typing, [BOB]);
+
+        state.apply(typing(G, DAVE, false));
+        state.apply(typing(G, DAVE, false));
+        state.apply(typing(G, CAROL, false));
+        assert_eq!(group(&state).typing, [BOB]);
+        state.apply(typing(G, DAVE, true));
+        assert_eq!(group(&state).typing, [BOB, DAVE], "a restart goes last");
+    }
+
+    #[test]
+    fn b1_typing_clears_on_their_message_departure_end_and_reconnect() {
+        let mut state = with_group();
+        for who in [BOB, CAROL, DAVE] {
+            state.apply(typing(G, who, true));
+        }
+        state.apply(ServerMsg::Message {
+            conversation: G,
+            message: message(1, BOB, 1),
+        });
+        assert_eq!(group(&state).typing, [CAROL, DAVE], "sending ends typing");
+        state.apply(ServerMsg::Departed {
+            conversation: G,
+            user: CAROL,
+            reason: Departure::Left,
+        });
+        assert_eq!(group(&state).typing, [DAVE]);
+        state.apply(ServerMsg::Departed {
+            conversation: G,
+            user: DAVE,
+            reason: Departure::WentOffline,
+        });
+        assert!(group(&state).typing.is_empty());
+        state.apply(typing(G, DAVE, true));
+        assert!(group(&state).typing.is_empty(), "gone, so not typing");
+
+        // The end of a conversation clears it, and nobody types in it after.
+        state.apply(typing(C, BOB, true));
+        state.apply(ServerMsg::Ended {
+            conversation: C,
+            ending: Ending {
+                user: BOB,
+                reason: Departure::Left,
+            },
+        });
+        assert!(dialog(&state).typing.is_empty());
+        state.apply(typing(C, BOB, true));
+        assert!(dialog(&state).typing.is_empty());
+
+        // Going offline clears it everywhere.
+        state.apply(typing(G, BOB, true));
+        state.apply(ServerMsg::Presence {
+            joined: vec![],
+            left: vec![BOB],
+            activity: vec![],
+        });
+        assert!(group(&state).typing.is_empty());
+
+        // A reconnect forgets who was typing until the relay says again.
+        let mut state = connected();
+        state.apply(typing(C, BOB, true));
+        state.apply(welcome(&[BOB], vec![snapshot(C, &[ME, BOB], &[2, 3])]));
+        assert!(dialog(&state).typing.is_empty());
+        assert_eq!(dialog(&state).typing_line(ME), None);
+    }
+
+    #[test]
+    fn b1_typing_line_names_one_two_or_three_typists_in_order() {
+        let mut state = with_group();
+        assert_eq!(group(&state).typing_line(ME), None);
+        state.apply(typing(G, BOB, true));
+        assert_eq!(
+            group(&state).typing_line(ME).as_deref(),
+            Some("Bob is typing")
+        );
+        state.apply(typing(G, DAVE, true));
+        assert_eq!(
+            group(&state).typing_line(ME).as_deref(),
+            Some("Bob and dave are typing")
+        );
+        state.apply(typing(G, CAROL, true));
+        assert_eq!(
+            group(&state).typing_line(ME).as_deref(),
+            Some("Bob, dave and carol are typing"),
+            "in the order they started"
+        );
+        // Should the list ever name me, I am left out.
+        let mut g = group(&state).clone();
+        g.typing.insert(0, ME);
+        assert_eq!(
+            g.typing_line(ME).as_deref(),
+            Some("Bob, dave and carol are typing")
+        );
+        g.typing = vec![ME];
+        assert_eq!(g.typing_line(ME), None);
+        g.typing = vec![UserId(500)];
+        assert_eq!(g.typing_line(ME).as_deref(), Some("Someone is typing"));
+    }
+
+    #[test]
+    fn b1_typing_frames_go_at_most_every_2000_ms_per_conversation() {
+        let mut state = with_group();
+        let frame = |c| Some(ClientMsg::Typing { conversation: c });
+        assert_eq!(state.typing(C, 10_000.0), frame(C));
+        assert_eq!(state.typing(C, 10_500.0), None);
+        assert_eq!(state.typing(C, 11_999.0), None);
+        assert_eq!(state.typing(G, 11_999.0), frame(G), "per conversation");
+        assert_eq!(state.typing(C, 12_000.0), frame(C));
+        assert_eq!(state.typing(C, 12_001.0), None);
+
+        // Sending forgets it: typing the next message announces at once.
+        state.send(C, "hi").expect("valid");
+        assert_eq!(state.typing(C, 12_002.0), frame(C));
+        assert_eq!(state.typing(C, 12_003.0), None);
+        // A failed send does not.
+        assert_eq!(state.send(C, "  "), Err(SendError::Blank));
+        assert_eq!(state.typing(C, 12_004.0), None);
+        // A clock that went back does not silence it.
+        assert_eq!(state.typing(C, 5_000.0), frame(C));
+
+        // Nothing for an ended or unknown conversation.
+        state.apply(ServerMsg::Ended {
+            conversation: C,
+            ending: Ending {
+                user: BOB,
+                reason: Departure::WentOffline,
+            },
+        });
+        assert_eq!(state.typing(C, 99_000.0), None);
+        assert_eq!(state.typing(ConversationId(99), 99_000.0), None);
+        assert_eq!(ChatState::new(0).typing(C, 0.0), None);
+        assert_eq!(state.typing(G, f64::NAN), frame(G), "no panic on NaN");
+    }
+
+    #[test]
+    fn b2_marks_merge_field_by_field_and_never_go_back() {
+        let mut state = connected();
+        state.apply(ServerMsg::Started {
+            conversation: ConversationSnapshot {
+                marks: vec![mark(CAROL, 2, 1), mark(BOB, 3, 1)],
+                ..snapshot(G, &[ME, BOB, CAROL], &[1, 2, 3])
+            },
+        });
+        assert_eq!(
+            group(&state).marks,
+            [mark(BOB, 3, 1), mark(CAROL, 2, 1)],
+            "one per user, sorted"
+        );
+        state.apply(marks(G, BOB, 2, 3));
+        state.apply(marks(G, CAROL, 1, 0));
+        assert_eq!(
+            group(&state).marks,
+            [mark(BOB, 3, 3), mark(CAROL, 2, 1)],
+            "max per field"
+        );
+        // A snapshot on reconnect merges the same way.
+        state.apply(welcome(
+            &[BOB, CAROL],
+            vec![
+                snapshot(C, &[ME, BOB], &[]),
+                ConversationSnapshot {
+                    marks: vec![mark(BOB, 1, 1), mark(CAROL, 3, 2), mark(DAVE, 1, 0)],
+                    ..snapshot(G, &[ME, BOB, CAROL], &[])
+                },
+            ],
+        ));
+        let g = group(&state);
+        assert_eq!(
+            g.marks,
+            [mark(BOB, 3, 3), mark(CAROL, 3, 2), mark(DAVE, 1, 0)]
+        );
+        assert_eq!(g.marks_of(CAROL), Some(mark(CAROL, 3, 2)));
+        assert_eq!(g.marks_of(ME), None);
+    }
+
+    #[test]
+    fn b2_ticks_go_sent_delivered_read_in_a_dialog_only() {
+        let mut state = with_group();
+        let frame = state.send(C, "did you get it?").expect("valid");
+        state.apply(echo(&frame, 3));
+        let mine = echo_message(&frame, 3);
+        let tick = |s: &ChatState| dialog(s).tick(&mine, ME);
+        assert_eq!(tick(&state), Some(Tick::Sent));
+        state.apply(marks(C, BOB, 3, 2));
+        assert_eq!(tick(&state), Some(Tick::Delivered));
+        state.apply(marks(C, BOB, 3, 3));
+        assert_eq!(tick(&state), Some(Tick::Read));
+        state.apply(marks(C, BOB, 1, 1));
+        assert_eq!(tick(&state), Some(Tick::Read), "never back");
+        // A read mark alone means read.
+        let later = ChatMessage {
+            seq: Seq(4),
+            ..mine.clone()
+        };
+        state.apply(marks(C, BOB, 3, 4));
+        assert_eq!(dialog(&state).tick(&later, ME), Some(Tick::Read));
+        // My own marks say nothing about the recipient.
+        state.apply(marks(C, ME, 9, 9));
+        let unseen = ChatMessage {
+            seq: Seq(9),
+            ..mine.clone()
+        };
+        assert_eq!(dialog(&state).tick(&unseen, ME), Some(Tick::Sent));
+
+        // Others' messages get none, nor do groups.
+        let theirs = message(2, BOB, 902);
+        assert_eq!(dialog(&state).tick(&theirs, ME), None);
+        state.apply(marks(G, BOB, 9, 9));
+        let in_group = ChatMessage {
+            seq: Seq(1),
+            ..mine.clone()
+        };
+        assert_eq!(group(&state).tick(&in_group, ME), None);
+
+        // An ended dialog keeps its ticks.
+        state.apply(ServerMsg::Ended {
+            conversation: C,
+            ending: Ending {
+                user: BOB,
+                reason: Departure::Left,
+            },
+        });
+        assert_eq!(tick(&state), Some(Tick::Read));
+
+        assert_eq!(Tick::Sent.label(), "Sent");
+        assert_eq!(Tick::Delivered.label(), "Delivered");
+        assert_eq!(Tick::Read.label(), "Read");
+    }
+
+    #[test]
+    fn b3_unread_counts_others_messages_after_my_read_mark_and_the_title_says_so() {
+        let state = ChatState::new(0);
+        assert_eq!(state.total_unread(), 0, "not welcomed");
+        assert_eq!(state.title_prefix(), "");
+
+        let mut state = connected();
+        assert_eq!(dialog(&state).unread(ME), 2);
+        let frame = state.send(C, "mine").expect("valid");
+        state.apply(echo(&frame, 3));
+        assert_eq!(dialog(&state).unread(ME), 2, "my messages are never unread");
+        state.apply(ServerMsg::Started {
+            conversation: snapshot(G, &[ME, BOB, CAROL], &[1, 2, 3, 4, 5]),
+        });
+        assert_eq!(group(&state).unread(ME), 5);
+        assert_eq!(state.total_unread(), 7);
+        assert_eq!(state.title_prefix(), "(7) ");
+
+        state.apply(marks(G, ME, 5, 4));
+        assert_eq!(group(&state).unread(ME), 1);
+        state.apply(marks(C, ME, 3, 3));
+        assert_eq!(state.total_unread(), 1);
+        assert_eq!(state.title_prefix(), "(1) ");
+        state.apply(marks(G, ME, 5, 5));
+        assert_eq!(state.total_unread(), 0);
+        assert_eq!(state.title_prefix(), "");
+        // Others' marks do not count as mine.
+        state.apply(ServerMsg::Message {
+            conversation: G,
+            message: message(6, CAROL, 6),
+        });
+        state.apply(marks(G, BOB, 6, 6));
+        assert_eq!(state.title_prefix(), "(1) ");
+    }
+
+    #[test]
+    fn b3_marks_update_sends_when_moved_and_reads_only_when_visible_and_focused() {
+        let mut state = connected();
+        let sent = |delivered, read| {
+            Some(ClientMsg::Marks {
+                conversation: C,
+                delivered: Seq(delivered),
+                read: Seq(read),
+            })
+        };
+        // Hidden: delivered only; the messages stay unread.
+        assert_eq!(state.marks_update(C, false), sent(2, 0));
+        assert_eq!(state.marks_update(C, false), None, "unchanged: nothing");
+        assert_eq!(dialog(&state).unread(ME), 2);
+        assert_eq!(dialog(&state).marks_of(ME), Some(mark(ME, 2, 0)));
+
+        // Focused and visible: read, and the count drops at once.
+        assert_eq!(state.marks_update(C, true), sent(2, 2));
+        assert_eq!(dialog(&state).unread(ME), 0);
+        assert_eq!(state.title_prefix(), "");
+        assert_eq!(state.marks_update(C, true), None);
+
+        // A new message while hidden: delivered moves, read stays.
+        state.apply(ServerMsg::Message {
+            conversation: C,
+            message: message(3, BOB, 3),
+        });
+        assert_eq!(state.title_prefix(), "(1) ");
+        assert_eq!(state.marks_update(C, false), sent(3, 2));
+        assert_eq!(state.marks_update(C, false), None);
+        assert_eq!(state.title_prefix(), "(1) ");
+        assert_eq!(state.marks_update(C, true), sent(3, 3));
+        assert_eq!(state.title_prefix(), "");
+
+        // Nothing for what is not held, nor before the welcome.
+        assert_eq!(state.marks_update(ConversationId(99), true), None);
+        assert_eq!(ChatState::new(0).marks_update(C, true), None);
+        // An empty conversation has nothing to mark.
+        state.apply(ServerMsg::Started {
+            conversation: snapshot(G, &[ME, CAROL], &[]),
+        });
+        assert_eq!(state.marks_update(G, true), None);
+    }
+
+    #[test]
+    fn b3_my_marks_from_another_tab_clear_unread() {
+        let mut state = connected();
+        assert_eq!(state.title_prefix(), "(2) ");
+        state.apply(marks(C, ME, 2, 2));
+        assert_eq!(dialog(&state).unread(ME), 0);
+        assert_eq!(state.title_prefix(), "");
+        // This tab still tells the relay what it received; the read it
+        // reports is the one it knows of.
+        assert_eq!(
+            state.marks_update(C, false),
+            Some(ClientMsg::Marks {
+                conversation: C,
+                delivered: Seq(2),
+                read: Seq(2),
+            })
+        );
+        assert_eq!(state.marks_update(C, true), None);
+    }
+
+    #[test]
+    fn b3_marks_updates_cover_every_conversation_the_relay_holds() {
+        let mut state = connected();
+        state.apply(ServerMsg::Started {
+            conversation: snapshot(G, &[ME, BOB, CAROL], &[1]),
+        });
+        assert_eq!(
+            state.marks_updates(true),
+            [
+                ClientMsg::Marks {
+                    conversation: C,
+                    delivered: Seq(2),
+                    read: Seq(2),
+                },
+                ClientMsg::Marks {
+                    conversation: G,
+                    delivered: Seq(1),
+                    read: Seq(1),
+                },
+            ]
+        );
+        assert!(state.marks_updates(true).is_empty());
+
+        // After a relay restart the dialog is lost: read locally, never sent.
+        state.apply(welcome(
+            &[BOB],
+            vec![snapshot(G, &[ME, BOB, CAROL], &[1, 2])],
+        ));
+        assert_eq!(dialog(&state).ended, Some(Ended::Lost));
+        state.apply(ServerMsg::Message {
+            conversation: C,
+            message: message(3, BOB, 3),
+        });
+        assert_eq!(
+            state.marks_updates(true),
+            [ClientMsg::Marks {
+                conversation: G,
+                delivered: Seq(2),
+                read: Seq(2),
+            }]
+        );
+        assert_eq!(state.total_unread(), 0);
+
+        // A reused id is a new conversation: its marks start afresh.
+        state.apply(ServerMsg::Started {
+            conversation: snapshot(C, &[ME, DAVE], &[1]),
+        });
+        assert_eq!(dialog(&state).marks, []);
+        assert_eq!(
+            state.marks_update(C, false),
+            Some(ClientMsg::Marks {
+                conversation: C,
+                delivered: Seq(1),
+                read: Seq(0),
+            })
+        );
+    }
+
+    #[test]
+    fn b4_activity_from_welcome_and_presence_and_gone_when_offline() {
+        let mut state = ChatState::new(0);
+        let act = |who, activity| UserActivity {
+            user: who,
+            activity,
+        };
+        state.apply(ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: user(ME),
+            online: vec![user(BOB), user(CAROL)],
+            conversations: vec![],
+            activity: vec![act(BOB, Activity::Active), act(CAROL, Activity::Away)],
+        });
+        assert_eq!(state.activity_of(BOB), Some(Activity::Active));
+        assert_eq!(state.activity_of(CAROL), Some(Activity::Away));
+        assert_eq!(state.activity_of(DAVE), None);
+
+        state.apply(ServerMsg::Presence {
+            joined: vec![user(DAVE)],
+            left: vec![CAROL],
+            activity: vec![
+                act(DAVE, Activity::Active),
+                act(BOB, Activity::Reconnecting),
+                act(CAROL, Activity::Active),
+            ],
+        });
+        assert_eq!(state.activity_of(DAVE), Some(Activity::Active));
+        assert_eq!(state.activity_of(BOB), Some(Activity::Reconnecting));
+        assert_eq!(state.activity_of(CAROL), None, "offline wins");
+        assert_eq!(state.activity.len(), 2);
+
+        // A welcome replaces it all.
+        state.apply(ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: user(ME),
+            online: vec![user(BOB)],
+            conversations: vec![],
+            activity: vec![act(BOB, Activity::Away)],
+        });
+        assert_eq!(
+            state.activity,
+            HashMap::from([(BOB, Activity::Away)]),
+            "Dave is gone"
+        );
+        state.reset();
+        assert!(state.activity.is_empty());
+    }
+
+    #[test]
+    fn b5_transcript_has_one_lossless_line_per_message() {
+        let mut state = connected();
+        let frame = state.send(C, "two\nlines and C:\\path\\n").expect("valid");
+        state.apply(echo(&frame, 3));
+        state.apply(ServerMsg::Message {
+            conversation: C,
+            message: ChatMessage {
+                text: "crlf\r\nend".into(),
+                ..message(4, UserId(500), 4)
+            },
+        });
+        state.apply(ServerMsg::Departed {
+            conversation: C,
+            user: BOB,
+            reason: Departure::Left,
+        });
+        let text = dialog(&state).transcript(|ms| format!("[{ms}]"));
+        assert_eq!(
+            text,
+            "[1700000000001] Bob: message 1\n\
+             [1700000000002] Bob: message 2\n\
+             [1] alice: two\\nlines and C:\\\\path\\\\n\n\
+             [1700000000004] Someone: crlf\\r\\nend\n",
+            "notices left out"
+        );
+        assert_eq!(text.lines().count(), 4, "one line per message");
+        let empty = Conversation::from_snapshot(snapshot(G, &[ME], &[]), Some(ME));
+        assert_eq!(empty.transcript(|_| String::new()), "");
+    }
+
+    #[test]
+    fn b5_transcript_file_name_names_the_others() {
+        let mut state = connected();
+        assert_eq!(dialog(&state).transcript_file_name(ME), "chat-with-bob.txt");
+        let mut weird = user(DAVE);
+        weird.name = "Dä ve/../x".into();
+        state.apply(ServerMsg::Started {
+            conversation: ConversationSnapshot {
+                participants: vec![user(ME), user(CAROL), user(BOB), weird],
+                ..snapshot(G, &[], &[])
+            },
+        });
+        assert_eq!(
+            group(&state).transcript_file_name(ME),
+            "chat-with-bob-carol-d--ve-..-x.txt"
+        );
+        // An ended dialog keeps the name of the one who went.
+        state.apply(ServerMsg::Ended {
+            conversation: C,
+            ending: Ending {
+                user: BOB,
+                reason: Departure::WentOffline,
+            },
+        });
+        assert_eq!(dialog(&state).transcript_file_name(ME), "chat-with-bob.txt");
+        let alone = Conversation::from_snapshot(snapshot(G, &[ME], &[]), Some(ME));
+        assert_eq!(alone.transcript_file_name(ME), "chat.txt");
+    }
+
+    #[test]
+    fn l7_b_frames_and_intents_out_of_place_never_panic() {
+        let mut state = ChatState::new(0);
+        assert_eq!(state.typing(C, 0.0), None);
+        assert_eq!(state.marks_update(C, true), None);
+        assert!(state.marks_updates(true).is_empty());
+        assert_eq!(state.activity_of(BOB), None);
+        // Frames before the welcome, and absurd marks, are taken in stride.
+        state.apply(ServerMsg::Started {
+            conversation: ConversationSnapshot {
+                marks: vec![mark(ME, u64::MAX, u64::MAX), mark(ME, 0, 0)],
+                ..snapshot(C, &[ME, BOB], &[1])
+            },
+        });
+        state.apply(typing(C, BOB, true));
+        state.apply(typing(C, BOB, true));
+        assert_eq!(dialog(&state).typing, [BOB]);
+        assert_eq!(dialog(&state).unread(ME), 0);
+        assert_eq!(dialog(&state).marks, [mark(ME, u64::MAX, u64::MAX)]);
+        assert_eq!(state.total_unread(), 0, "no me yet");
+        let theirs = message(1, BOB, 1);
+        assert_eq!(
+            dialog(&state).tick(&theirs, BOB),
+            Some(Tick::Read),
+            "seen from Bob's side"
+        );
+        assert_eq!(dialog(&state).tick(&theirs, DAVE), None, "not a member");
     }
 }

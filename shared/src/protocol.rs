@@ -112,6 +112,40 @@ pub enum Departure {
     WentOffline,
 }
 
+/// How present an online user is (SPEC B4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Some tab of theirs is focused and visible.
+    Active,
+    /// Only background tabs.
+    Away,
+    /// No live tab: in the grace period before going offline (SPEC U3).
+    Reconnecting,
+}
+
+/// One user's [`Activity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserActivity {
+    /// Who.
+    pub user: UserId,
+    /// How present.
+    pub activity: Activity,
+}
+
+/// How far one participant has got in a conversation (SPEC B2, B3): every
+/// message up to `delivered` reached a tab of theirs; every message up to
+/// `read` was shown in a focused, visible tab of theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marks {
+    /// Whose marks.
+    pub user: UserId,
+    /// Delivered up to here.
+    pub delivered: Seq,
+    /// Read up to here.
+    pub read: Seq,
+}
+
 /// A conversation as a page first learns it: in `welcome`, or when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationSnapshot {
@@ -129,6 +163,9 @@ pub struct ConversationSnapshot {
     /// disabled, until the user closes it (SPEC C7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ending>,
+    /// Each participant's delivery and read marks, where they have any (SPEC B2, B3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<Marks>,
 }
 
 /// The departure that ended a conversation.
@@ -187,6 +224,27 @@ pub enum ClientMsg {
         /// Which.
         conversation: ConversationId,
     },
+    /// The user is typing in a conversation (SPEC B1); sent at most every
+    /// few seconds while they type. The relay expires it.
+    Typing {
+        /// Where.
+        conversation: ConversationId,
+    },
+    /// How far this tab has got in a conversation (SPEC B2, B3): up-to
+    /// markers, sent when they move, never one frame per message.
+    Marks {
+        /// Where.
+        conversation: ConversationId,
+        /// Delivered to this tab up to here.
+        delivered: Seq,
+        /// Shown in this tab while focused and visible up to here.
+        read: Seq,
+    },
+    /// This tab became focused and visible (`active`), or stopped being so (SPEC B4).
+    Activity {
+        /// Focused and visible.
+        active: bool,
+    },
 }
 
 /// A frame sent by the relay to the browser app.
@@ -203,6 +261,9 @@ pub enum ServerMsg {
         online: Vec<User>,
         /// Every live conversation of the user.
         conversations: Vec<ConversationSnapshot>,
+        /// How present each online user is (SPEC B4).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        activity: Vec<UserActivity>,
     },
     /// The answer to [`ClientMsg::Ping`].
     Pong {
@@ -218,6 +279,9 @@ pub enum ServerMsg {
         /// Users now offline.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         left: Vec<UserId>,
+        /// Online users whose activity changed, the joined included (SPEC B4).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        activity: Vec<UserActivity>,
     },
     /// A conversation this user is in has started (SPEC C2).
     Started {
@@ -258,6 +322,23 @@ pub enum ServerMsg {
     Closed {
         /// Which.
         conversation: ConversationId,
+    },
+    /// Someone started (`active`) or stopped typing in a conversation (SPEC B1).
+    Typing {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        user: UserId,
+        /// Typing now, or stopped (sent, paused 5 s, left, went offline).
+        active: bool,
+    },
+    /// A participant's marks moved (SPEC B2, B3); the user's own marks
+    /// reach their other tabs this way too.
+    Marks {
+        /// Where.
+        conversation: ConversationId,
+        /// The new marks.
+        marks: Marks,
     },
     /// Something the client sent could not be accepted. The connection stays
     /// open unless a close frame follows.
@@ -431,6 +512,15 @@ mod tests {
             ClientMsg::Leave {
                 conversation: ConversationId(5),
             },
+            ClientMsg::Typing {
+                conversation: ConversationId(5),
+            },
+            ClientMsg::Marks {
+                conversation: ConversationId(5),
+                delivered: Seq(4),
+                read: Seq(3),
+            },
+            ClientMsg::Activity { active: true },
         ]
     }
 
@@ -441,6 +531,7 @@ mod tests {
             messages: vec![message()],
             gap: false,
             ended: None,
+            marks: vec![],
         };
         let ended = ConversationSnapshot {
             ended: Some(Ending {
@@ -448,6 +539,11 @@ mod tests {
                 reason: Departure::Left,
             }),
             messages: vec![],
+            marks: vec![Marks {
+                user: UserId(1),
+                delivered: Seq(3),
+                read: Seq(2),
+            }],
             ..snapshot.clone()
         };
         vec![
@@ -456,11 +552,16 @@ mod tests {
                 me: alice(),
                 online: vec![],
                 conversations: vec![snapshot.clone(), ended],
+                activity: vec![],
             },
             ServerMsg::Pong { nonce: 7 },
             ServerMsg::Presence {
                 joined: vec![alice()],
                 left: vec![UserId(9)],
+                activity: vec![UserActivity {
+                    user: UserId(1),
+                    activity: Activity::Away,
+                }],
             },
             ServerMsg::Started {
                 conversation: snapshot,
@@ -486,6 +587,19 @@ mod tests {
             },
             ServerMsg::Closed {
                 conversation: ConversationId(5),
+            },
+            ServerMsg::Typing {
+                conversation: ConversationId(5),
+                user: UserId(2),
+                active: true,
+            },
+            ServerMsg::Marks {
+                conversation: ConversationId(5),
+                marks: Marks {
+                    user: UserId(2),
+                    delivered: Seq(3),
+                    read: Seq(3),
+                },
             },
             ServerMsg::error(ErrorKind::BadFrame, "invalid frame: expected value"),
             ServerMsg::Error {
@@ -520,13 +634,16 @@ mod tests {
                 r#"{"type":"open","with":[2,3]}"#,
                 r#"{"type":"send","conversation":5,"client_id":77,"text":"hi"}"#,
                 r#"{"type":"leave","conversation":5}"#,
+                r#"{"type":"typing","conversation":5}"#,
+                r#"{"type":"marks","conversation":5,"delivered":4,"read":3}"#,
+                r#"{"type":"activity","active":true}"#,
             ]
         );
         let user = r##"{"id":1,"name":"alice","color":"#3557d4"}"##;
         let msg = r#"{"seq":3,"author":1,"time":1700000000000,"text":"hi <b>\n","client_id":77}"#;
         let snap = format!(r#"{{"id":5,"participants":[{user}],"messages":[{msg}],"gap":false}}"#);
         let ended = format!(
-            r#"{{"id":5,"participants":[{user}],"messages":[],"gap":false,"ended":{{"user":2,"reason":"left"}}}}"#
+            r#"{{"id":5,"participants":[{user}],"messages":[],"gap":false,"ended":{{"user":2,"reason":"left"}},"marks":[{{"user":1,"delivered":3,"read":2}}]}}"#
         );
         let server: Vec<String> = server_samples().iter().map(ServerMsg::encode).collect();
         assert_eq!(
@@ -536,7 +653,9 @@ mod tests {
                     r#"{{"type":"welcome","protocol":1,"me":{user},"online":[],"conversations":[{snap},{ended}]}}"#
                 ),
                 r#"{"type":"pong","nonce":7}"#.to_string(),
-                format!(r#"{{"type":"presence","joined":[{user}],"left":[9]}}"#),
+                format!(
+                    r#"{{"type":"presence","joined":[{user}],"left":[9],"activity":[{{"user":1,"activity":"away"}}]}}"#
+                ),
                 format!(r#"{{"type":"started","conversation":{snap}}}"#),
                 r#"{"type":"opened","conversation":5}"#.to_string(),
                 format!(r#"{{"type":"message","conversation":5,"message":{msg}}}"#),
@@ -544,6 +663,9 @@ mod tests {
                 r#"{"type":"ended","conversation":5,"ending":{"user":2,"reason":"went_offline"}}"#
                     .to_string(),
                 r#"{"type":"closed","conversation":5}"#.to_string(),
+                r#"{"type":"typing","conversation":5,"user":2,"active":true}"#.to_string(),
+                r#"{"type":"marks","conversation":5,"marks":{"user":2,"delivered":3,"read":3}}"#
+                    .to_string(),
                 r#"{"type":"error","kind":"bad_frame","message":"invalid frame: expected value"}"#
                     .to_string(),
                 r#"{"type":"error","kind":"slow_down","message":"slow down","client_id":77}"#

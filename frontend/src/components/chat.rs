@@ -5,6 +5,8 @@ use shared::model::ChatState;
 use shared::protocol::{ClientMsg, ConversationId, ServerMsg, User, UserId};
 use yew::prelude::*;
 
+use crate::browser::{self, NotifyPermission};
+use crate::components::conversation::local_date_time;
 use crate::components::{ConnectionStatus, ConversationView, OnlineUsers};
 use crate::connection::{self, ConnState, Event, Link};
 
@@ -47,6 +49,7 @@ pub fn chat(props: &ChatProps) -> Html {
         use_effect_with((), move |_| {
             let hello_state = state.clone();
             let hello = Rc::new(move || hello_state.borrow().hello());
+            let (watch_state, watch_redraw) = (state.clone(), redraw.clone());
             let events_link = link.clone();
             let on_event = Callback::from(move |event: Event| match event {
                 Event::State(next) => conn.set(next),
@@ -55,13 +58,27 @@ pub fn chat(props: &ChatProps) -> Html {
                     let welcome = matches!(msg, ServerMsg::Welcome { .. });
                     let focus_to = {
                         let mut model = state.borrow_mut();
+                        let alert = notification_for(&model, &msg);
                         model.apply(msg);
-                        if welcome {
-                            // SPEC R2, C6: resend what the relay has not confirmed.
-                            if let Some(link) = &*events_link.borrow() {
+                        if let Some(link) = &*events_link.borrow() {
+                            if welcome {
+                                // SPEC R2, C6: resend what the relay has not confirmed.
                                 for resend in model.resends() {
                                     link.send(resend);
                                 }
+                                // A new connection starts inactive at the relay (SPEC B4).
+                                link.send(ClientMsg::Activity {
+                                    active: browser::page_active(),
+                                });
+                            }
+                            // SPEC B2, B3: tell the relay what this tab has and shows.
+                            for marks in model.marks_updates(browser::page_active()) {
+                                link.send(marks);
+                            }
+                        }
+                        if let Some((title, body)) = alert {
+                            if browser::page_hidden() {
+                                browser::notify(&title, &body);
                             }
                         }
                         model.focus.take()
@@ -74,9 +91,39 @@ pub fn chat(props: &ChatProps) -> Html {
             });
             let started = connection::spawn(connection::relay_url(), hello, on_event);
             *link.borrow_mut() = Some(started.clone());
-            move || started.stop()
+            // SPEC B2, B4: focus and visibility changes go to the relay.
+            let watch_link = started.clone();
+            let listeners = browser::watch_activity(move |active| {
+                watch_link.send(ClientMsg::Activity { active });
+                if active {
+                    for marks in watch_state.borrow_mut().marks_updates(true) {
+                        watch_link.send(marks);
+                    }
+                    watch_redraw.force_update();
+                }
+            });
+            move || {
+                drop(listeners);
+                started.stop()
+            }
         });
     }
+
+    // SPEC B3: the page title starts with "(N) " while N messages are unread.
+    {
+        let prefix = state.borrow().title_prefix();
+        use_effect(move || browser::set_title(&format!("{prefix}Chat")));
+    }
+    let notify = use_state(browser::notify_permission);
+    let on_enable_notifications = {
+        let notify = notify.clone();
+        Callback::from(move |_: MouseEvent| {
+            let notify = notify.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                notify.set(browser::request_notify_permission().await);
+            });
+        })
+    };
 
     let send_frame = {
         let link = link.clone();
@@ -119,6 +166,11 @@ pub fn chat(props: &ChatProps) -> Html {
             <header class="app-header">
                 <h1>{ "Chat" }</h1>
                 <ConnectionStatus state={*conn} />
+                if *notify == NotifyPermission::Ask {
+                    <button type="button" class="enable-notifications" onclick={on_enable_notifications}>
+                        { "Enable notifications" }
+                    </button>
+                }
                 <span class="me">
                     <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", props.me.color)}></span>
                     { props.me.name.clone() }
@@ -130,7 +182,8 @@ pub fn chat(props: &ChatProps) -> Html {
             }
             <div class="chat-body">
                 <aside class="sidebar">
-                    <OnlineUsers users={model.online.clone()} on_open={on_open} enabled={connected} />
+                    <OnlineUsers users={model.online.clone()} on_open={on_open} enabled={connected}
+                        activity={model.activity.clone()} />
                 </aside>
                 <div class="conversations">
                     if model.conversations.is_empty() {
@@ -150,7 +203,9 @@ pub fn chat(props: &ChatProps) -> Html {
                                 on_send={conversation_send(&state, &send_frame, &redraw, id)}
                                 on_close={conversation_close(&state, &send_frame, &redraw, id)}
                                 on_retry={conversation_retry(&state, &send_frame, &redraw, id)}
-                                on_discard={conversation_discard(&state, &redraw, id)} />
+                                on_discard={conversation_discard(&state, &redraw, id)}
+                                on_typing={conversation_typing(&state, &send_frame, id)}
+                                on_export={conversation_export(&state, me, id)} />
                         }
                     }) }
                 </div>
@@ -224,6 +279,52 @@ fn conversation_discard(
         state.borrow_mut().discard(id, client_id);
         redraw.force_update();
     })
+}
+
+fn conversation_typing(
+    state: &Model,
+    send_frame: &(impl Fn(ClientMsg) -> bool + Clone + 'static),
+    id: ConversationId,
+) -> Callback<()> {
+    let (state, send_frame) = (state.clone(), send_frame.clone());
+    Callback::from(move |()| {
+        let frame = state.borrow_mut().typing(id, js_sys::Date::now());
+        if let Some(frame) = frame {
+            send_frame(frame);
+        }
+    })
+}
+
+fn conversation_export(state: &Model, me: UserId, id: ConversationId) -> Callback<()> {
+    let state = state.clone();
+    Callback::from(move |()| {
+        let model = state.borrow();
+        if let Some(conversation) = model.conversation(id) {
+            let text = conversation.transcript(local_date_time);
+            browser::download_text(&conversation.transcript_file_name(me), &text);
+        }
+    })
+}
+
+/// A desktop notification for a new message from someone else (SPEC B3).
+fn notification_for(model: &ChatState, msg: &ServerMsg) -> Option<(String, String)> {
+    let ServerMsg::Message {
+        conversation,
+        message,
+    } = msg
+    else {
+        return None;
+    };
+    let me = model.me.as_ref()?.id;
+    if message.author == me {
+        return None;
+    }
+    let conversation = model.conversation(*conversation)?;
+    if message.seq <= conversation.last_seq {
+        return None; // already shown
+    }
+    let author = conversation.member(message.author)?.name.clone();
+    Some((author, message.text.chars().take(200).collect()))
 }
 
 /// A seed for client message ids, random per page load (53 bits).

@@ -1,6 +1,6 @@
 use std::rc::Rc;
 
-use shared::model::{Conversation, Ended, Entry, Pending};
+use shared::model::{Conversation, Ended, Entry, Pending, Tick};
 use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
 use web_sys::{HtmlElement, HtmlTextAreaElement};
 use yew::prelude::*;
@@ -29,6 +29,12 @@ pub struct ConversationProps {
     pub on_retry: Callback<ClientMsgId>,
     /// Drops a refused message.
     pub on_discard: Callback<ClientMsgId>,
+    /// The user typed in the box (SPEC B1).
+    #[prop_or_default]
+    pub on_typing: Callback<()>,
+    /// Download the transcript (SPEC B5).
+    #[prop_or_default]
+    pub on_export: Callback<()>,
 }
 
 /// One conversation (SPEC C3–C9): a region named "Conversation with NAMES",
@@ -116,6 +122,16 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
         let on_close = props.on_close.clone();
         Callback::from(move |_: MouseEvent| on_close.emit(()))
     };
+    let on_export = {
+        let on_export = props.on_export.clone();
+        Callback::from(move |_: MouseEvent| on_export.emit(()))
+    };
+    let oninput = {
+        let on_typing = props.on_typing.clone();
+        Callback::from(move |_: InputEvent| on_typing.emit(()))
+    };
+    let unread = conversation.unread(props.me);
+    let typing_line = conversation.typing_line(props.me).unwrap_or_default();
 
     let live = conversation.is_live();
     let others = conversation.others(props.me);
@@ -124,7 +140,12 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
         <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
                 <div class="conversation-title">
-                    <h2>{ title.clone() }</h2>
+                    <h2>
+                        { title.clone() }
+                        if unread > 0 {
+                            <span class="unread" aria-label={format!("{unread} unread")}>{ unread }</span>
+                        }
+                    </h2>
                     <ul class="participants" aria-label="Participants">
                         { for conversation.members.iter()
                             .filter(|m| m.id == props.me || conversation.participants.contains(&m.id) || !live)
@@ -136,22 +157,26 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
                             }) }
                     </ul>
                 </div>
-                <button type="button" class="close" onclick={on_close}>{ "Close conversation" }</button>
+                <div class="conversation-actions">
+                    <button type="button" class="export" onclick={on_export}>{ "Export transcript" }</button>
+                    <button type="button" class="close" onclick={on_close}>{ "Close conversation" }</button>
+                </div>
             </header>
             <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
                 ref={log} {onscroll} tabindex="0">
                 { for conversation.entries.iter().map(|entry| match entry {
-                    Entry::Message(message) => view_message(conversation, message),
+                    Entry::Message(message) => view_message(conversation, message, props.me),
                     Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
                 }) }
                 { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
             </div>
+            <p class="typing" aria-live="polite">{ typing_line }</p>
             if let Some(ended) = conversation.ended {
                 <p class="ended-note" role="status">{ ended_text(conversation, ended) }</p>
             }
             <form class="composer" {onsubmit}>
                 <label for={input_id.clone()} class="visually-hidden">{ "Message" }</label>
-                <textarea id={input_id} ref={input} rows="2" {onkeydown}
+                <textarea id={input_id} ref={input} rows="2" {onkeydown} {oninput}
                     placeholder={ if live { "Write a message… (Enter sends, Shift+Enter for a new line)" } else { "This conversation has ended" } }
                     disabled={!live} />
                 <button type="submit" disabled={!live}>{ "Send" }</button>
@@ -163,15 +188,22 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     }
 }
 
-fn view_message(conversation: &Conversation, message: &ChatMessage) -> Html {
+fn view_message(conversation: &Conversation, message: &ChatMessage, me: UserId) -> Html {
     let author = conversation.member(message.author);
     let name = author.map_or_else(|| "Someone".to_string(), |u| u.name.clone());
     let color = author.map_or_else(String::new, |u| format!("--user-color: {}", u.color));
+    let tick = conversation.tick(message, me);
     html! {
         <article class="message" key={message.seq.0}>
             <header>
                 <span class="author" style={color}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
+                if let Some(tick) = tick {
+                    <span class={classes!("tick", tick.label().to_lowercase())} role="img"
+                        aria-label={tick.label()} title={tick.label()}>
+                        { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
+                    </span>
+                }
             </header>
             <p class="text">{ message.text.clone() }</p>
         </article>
@@ -225,6 +257,19 @@ pub fn ended_text(conversation: &Conversation, ended: Ended) -> String {
 pub fn local_time(unix_ms: u64) -> String {
     let date = js_sys::Date::new(&(unix_ms as f64).into());
     format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+}
+
+/// `YYYY-MM-DD HH:MM` in the reader's time zone, for transcripts (SPEC B5).
+pub fn local_date_time(unix_ms: u64) -> String {
+    let date = js_sys::Date::new(&(unix_ms as f64).into());
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        date.get_full_year(),
+        date.get_month() + 1,
+        date.get_date(),
+        date.get_hours(),
+        date.get_minutes()
+    )
 }
 
 fn iso_time(unix_ms: u64) -> String {

@@ -3,12 +3,12 @@
 
 mod chat;
 mod connection_status;
-mod conversation;
+pub mod conversation;
 mod online_users;
 mod sign_in;
 
 pub use chat::{Chat, ChatProps};
 pub use connection_status::{ConnectionStatus, ConnectionStatusProps};
 pub use conversation::{ended_text, local_time, ConversationProps, ConversationView};
-pub use online_users::{OnlineUsers, OnlineUsersProps};
+pub use online_users::{activity_word, OnlineUsers, OnlineUsersProps};
 pub use sign_in::{SignIn, SignInProps};

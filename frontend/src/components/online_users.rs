@@ -1,6 +1,6 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use shared::protocol::{User, UserId, MAX_PARTICIPANTS};
+use shared::protocol::{Activity, User, UserId, MAX_PARTICIPANTS};
 use yew::prelude::*;
 
 /// Properties of [`OnlineUsers`].
@@ -12,6 +12,9 @@ pub struct OnlineUsersProps {
     pub on_open: Callback<Vec<UserId>>,
     /// False while reconnecting: choosing is disabled.
     pub enabled: bool,
+    /// How present each user is (SPEC B4).
+    #[prop_or_default]
+    pub activity: HashMap<UserId, Activity>,
 }
 
 /// The list of the other online users (SPEC U1): each one a button named by
@@ -59,6 +62,7 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                         })
                     };
                     let checked = picked.contains(&id);
+                    let activity = props.activity.get(&id).copied().map(activity_word);
                     html! {
                         <li key={id.0}>
                             <button type="button" class="user" onclick={open} disabled={!props.enabled}>
@@ -66,6 +70,9 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                                     style={format!("--user-color: {}", user.color)}></span>
                                 { user.name.clone() }
                             </button>
+                            if let Some(word) = activity {
+                                <span class={classes!("activity", word)}>{ word }</span>
+                            }
                             <input type="checkbox" class="pick" checked={checked} onchange={toggle}
                                 aria-label={format!("Add {} to a group", user.name)} />
                         </li>
@@ -79,5 +86,14 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                 </button>
             }
         </section>
+    }
+}
+
+/// The word shown next to a name (SPEC B4).
+pub fn activity_word(activity: Activity) -> &'static str {
+    match activity {
+        Activity::Active => "active",
+        Activity::Away => "away",
+        Activity::Reconnecting => "reconnecting",
     }
 }

@@ -164,14 +164,50 @@ fn errors(frames: &[ServerMsg]) -> Vec<ErrorKind> {
         .collect()
 }
 
+/// Who joined and left, per presence frame (frames about activity only are skipped).
 fn presence(frames: &[ServerMsg]) -> Vec<(Vec<String>, Vec<UserId>)> {
     frames
         .iter()
         .filter_map(|f| match f {
-            ServerMsg::Presence { joined, left } => Some((
-                joined.iter().map(|u| u.name.clone()).collect(),
-                left.clone(),
-            )),
+            ServerMsg::Presence { joined, left, .. } if !(joined.is_empty() && left.is_empty()) => {
+                Some((
+                    joined.iter().map(|u| u.name.clone()).collect(),
+                    left.clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Activity changes heard, in order.
+fn activity(frames: &[ServerMsg]) -> Vec<(UserId, Activity)> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            ServerMsg::Presence { activity, .. } => {
+                activity.iter().map(|a| (a.user, a.activity)).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn typing_frames(frames: &[ServerMsg]) -> Vec<(UserId, bool)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Typing { user, active, .. } => Some((*user, *active)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn marks_frames(frames: &[ServerMsg]) -> Vec<(UserId, u64, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerMsg::Marks { marks, .. } => Some((marks.user, marks.delivered.0, marks.read.0)),
             _ => None,
         })
         .collect()
@@ -781,4 +817,188 @@ fn frames_from_unknown_connections_and_second_hellos_are_harmless() {
         [ServerMsg::Pong { nonce: 5 }],
         "after the hello error the connection works"
     );
+}
+
+#[test]
+fn b1_typing_is_announced_once_and_cleared_by_sending_by_silence_and_by_leaving() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(21, bob());
+    let c = w.open(10, &[2]);
+    for conn in [10, 20, 21] {
+        w.frames(conn);
+    }
+    w.send(10, ClientMsg::Typing { conversation: c });
+    w.advance(500);
+    w.send(10, ClientMsg::Typing { conversation: c }); // within the rate limit: ignored
+    w.advance(1_500);
+    w.send(10, ClientMsg::Typing { conversation: c }); // extends, not re-announced
+    for conn in [20, 21] {
+        assert_eq!(
+            typing_frames(&w.frames(conn)),
+            [(UserId(1), true)],
+            "conn {conn}"
+        );
+    }
+    assert_eq!(
+        typing_frames(&w.frames(10)),
+        [],
+        "never told about yourself"
+    );
+
+    // Sending clears it at once.
+    w.post(10, c, 1, "done typing");
+    assert_eq!(typing_frames(&w.frames(20)), [(UserId(1), false)]);
+
+    // Silence clears it after 5 s: it cannot get stuck.
+    w.send(10, ClientMsg::Typing { conversation: c });
+    w.advance(4_900);
+    assert_eq!(typing_frames(&w.frames(20)), [(UserId(1), true)]);
+    w.advance(200);
+    assert_eq!(typing_frames(&w.frames(20)), [(UserId(1), false)]);
+
+    // Going offline clears it too.
+    w.send(20, ClientMsg::Typing { conversation: c });
+    w.disconnect(20);
+    w.disconnect(21);
+    w.advance(10_000);
+    let frames = w.frames(10);
+    assert_eq!(
+        typing_frames(&frames),
+        [(UserId(2), true), (UserId(2), false)]
+    );
+}
+
+#[test]
+fn b1_b2_typing_and_marks_are_for_participants_only() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(30, carol());
+    let c = w.open(10, &[2]);
+    w.frames(30);
+    w.send(30, ClientMsg::Typing { conversation: c });
+    w.send(
+        30,
+        ClientMsg::Marks {
+            conversation: c,
+            delivered: Seq(1),
+            read: Seq(1),
+        },
+    );
+    assert_eq!(
+        errors(&w.frames(30)),
+        [ErrorKind::NoSuchConversation, ErrorKind::NoSuchConversation]
+    );
+    assert_eq!(typing_frames(&w.frames(10)), []);
+}
+
+#[test]
+fn b2_b3_marks_move_forward_only_and_reach_every_holder() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    w.connect(21, bob());
+    let c = w.open(10, &[2]);
+    for i in 1..=3 {
+        w.post(10, c, i, "m");
+    }
+    for conn in [10, 20, 21] {
+        w.frames(conn);
+    }
+    // Bob's first tab has them all (delivered), and shows two (read).
+    w.send(
+        20,
+        ClientMsg::Marks {
+            conversation: c,
+            delivered: Seq(3),
+            read: Seq(2),
+        },
+    );
+    for conn in [10, 20, 21] {
+        assert_eq!(
+            marks_frames(&w.frames(conn)),
+            [(UserId(2), 3, 2)],
+            "conn {conn}"
+        );
+    }
+    // Stale or unchanged marks from another tab change nothing.
+    w.send(
+        21,
+        ClientMsg::Marks {
+            conversation: c,
+            delivered: Seq(1),
+            read: Seq(1),
+        },
+    );
+    assert_eq!(marks_frames(&w.frames(10)), []);
+    // Marks past the last message are clamped; read implies delivered.
+    w.send(
+        21,
+        ClientMsg::Marks {
+            conversation: c,
+            delivered: Seq(0),
+            read: Seq(99),
+        },
+    );
+    assert_eq!(marks_frames(&w.frames(10)), [(UserId(2), 3, 3)]);
+    // A new tab learns the marks with the conversation.
+    let snapshot = &welcome_conversations(&w.connect(11, alice()))[0];
+    assert_eq!(
+        snapshot.marks,
+        [Marks {
+            user: UserId(2),
+            delivered: Seq(3),
+            read: Seq(3)
+        }]
+    );
+}
+
+#[test]
+fn b4_activity_follows_the_tabs_and_is_batched_with_presence() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.advance(100);
+    w.frames(10);
+    w.connect(20, bob());
+    w.connect(21, bob());
+    w.send(21, ClientMsg::Activity { active: true });
+    w.advance(100);
+    // One frame: bob joined, active (his first state is not announced apart).
+    let frames = w.frames(10);
+    assert_eq!(presence(&frames), [(vec!["Bob".to_string()], vec![])]);
+    assert_eq!(activity(&frames), [(UserId(2), Activity::Active)]);
+
+    w.send(21, ClientMsg::Activity { active: false });
+    w.advance(100);
+    assert_eq!(activity(&w.frames(10)), [(UserId(2), Activity::Away)]);
+
+    w.disconnect(20);
+    w.disconnect(21);
+    w.advance(100);
+    assert_eq!(
+        activity(&w.frames(10)),
+        [(UserId(2), Activity::Reconnecting)]
+    );
+
+    // The welcome of a new tab carries everyone's activity.
+    let welcome = w.connect(11, alice());
+    match welcome {
+        ServerMsg::Welcome { activity, .. } => assert_eq!(
+            activity,
+            [UserActivity {
+                user: UserId(2),
+                activity: Activity::Reconnecting
+            }]
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Quick flips within a batch window give one frame with the final state.
+    w.connect(22, bob());
+    w.send(22, ClientMsg::Activity { active: true });
+    w.send(22, ClientMsg::Activity { active: false });
+    w.send(22, ClientMsg::Activity { active: true });
+    w.advance(100);
+    assert_eq!(activity(&w.frames(10)), [(UserId(2), Activity::Active)]);
 }
