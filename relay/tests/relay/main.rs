@@ -1,6 +1,9 @@
 //! The relay over real sockets: started on port 0 with an in-memory store,
 //! spoken to over HTTP and by real WebSocket clients, each with its own
 //! session cookie. Each test names the SPEC ids it covers.
+//!
+//! One test binary; this file holds the harness and the behaviour tests,
+//! and the modules below hold the larger suites.
 
 use std::net::SocketAddr;
 use std::time::Duration;
