@@ -52,10 +52,12 @@ pub async fn serve(socket: WebSocket, relay: Relay, user: User, session: Session
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     async move {
         debug!("connected");
-        let end = Connection::new(socket, relay.clone(), id)
-            .run(user, session)
-            .await;
+        let mut connection = Connection::new(socket, relay.clone(), id);
+        let end = connection.run(user, session).await;
+        // The hub lets go of the outbound queue first, so the writer can
+        // drain it, send the close frame and finish.
         relay.hub().send(Command::Disconnect { conn: id }).await;
+        connection.finish(end).await;
         info!(?end, "disconnected");
     }
     .instrument(info_span!("conn", id = id.0))
@@ -87,7 +89,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, user: User, session: SessionId) -> End {
+    async fn run(&mut self, user: User, session: SessionId) -> End {
         let interval = self.relay.config().heartbeat_interval;
         let timeout = self.relay.config().heartbeat_timeout;
         let mut shutdown = self.relay.shutdown();
@@ -165,7 +167,6 @@ impl Connection {
                 .heartbeat_drops
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.finish(end).await;
         end
     }
 

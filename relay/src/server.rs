@@ -135,6 +135,11 @@ pub async fn run(
 ) -> Result<(), String> {
     let store = open_store(&config)?;
     check_static_dir(&config.static_dir);
+    // Chat frames are small and latency matters: no Nagle delay. Accepted
+    // sockets inherit the option from the listener on Linux.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        warn!(error = %e, "cannot set TCP_NODELAY");
+    }
     let shutdown_timeout = config.shutdown_timeout;
     let trigger = Trigger::new();
     let relay = Relay::new(config, store, &trigger);

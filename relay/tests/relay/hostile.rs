@@ -1,0 +1,446 @@
+//! Hostile clients (SPEC L1–L7, S3, S4): what an attacker or a broken
+//! client can try over HTTP and the WebSocket, and what it gets. Each test
+//! prints its figure for docs/RELIABILITY.md.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use shared::protocol::{close_code, ClientMsg, ConversationId, ErrorKind, ServerMsg};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    closed, config, next_error, next_message, open, post, recv, send, TestRelay, PASSWORD,
+};
+
+/// A deterministic pseudo-random source (xorshift64*): reproducible input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// SPEC S4, L1: an expired session and a made-up one are refused (401);
+/// tokens are distinct and long (256 bits in base64url).
+#[tokio::test]
+async fn s4_expired_and_forged_sessions_get_401_and_tokens_are_random() {
+    let mut config = config();
+    config.session_idle = Duration::from_millis(600);
+    let relay = TestRelay::start(config).await;
+    let alice = relay.login("alice").await;
+    assert_eq!(
+        relay
+            .http("GET", "/api/me", &[("Cookie", &alice.cookie)], "")
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        relay
+            .http("GET", "/api/me", &[("Cookie", &alice.cookie)], "")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        relay
+            .try_connect(Some(&alice), Some(&relay.origin()))
+            .await
+            .err(),
+        Some(401)
+    );
+
+    let mut tokens = HashSet::new();
+    for _ in 0..20 {
+        let token = relay
+            .login("alice")
+            .await
+            .cookie
+            .trim_start_matches("chat_session=")
+            .to_string();
+        assert_eq!(token.len(), 43, "32 bytes in base64url: {token}");
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        tokens.insert(token);
+    }
+    assert_eq!(tokens.len(), 20, "every sign-in gets a new token");
+    println!("figure: 20 sign-ins, 20 distinct 256-bit tokens; expired session -> 401");
+    relay.stop().await;
+}
+
+/// SPEC S5: log out with three tabs open closes all three within a second.
+#[tokio::test]
+async fn s5_log_out_closes_three_tabs_within_a_second() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        tabs.push(relay.tab(&alice).await.0);
+    }
+    let started = Instant::now();
+    relay
+        .http("POST", "/api/logout", &[("Cookie", &alice.cookie)], "")
+        .await;
+    for tab in &mut tabs {
+        assert_eq!(
+            closed(tab).await,
+            Some(CloseCode::from(close_code::SIGNED_OUT))
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    println!("figure: 3 tabs closed {took:?} after log out");
+    relay.stop().await;
+}
+
+/// SPEC L2: guessing conversation ids gets nothing, ever.
+#[tokio::test]
+async fn l2_guessing_conversation_ids_gets_nothing() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let bob = relay.login("bob").await;
+    let mallory = relay.login("mallory").await;
+    let (mut a, _) = relay.tab(&alice).await;
+    let (_b, _) = relay.tab(&bob).await;
+    let (mut m, _) = relay.tab(&mallory).await;
+    let c = open(&mut a, &[&bob]).await;
+    post(&mut a, c, 1, "private").await;
+
+    let mut successes = 0;
+    for id in 0..200u64 {
+        let conversation = ConversationId(id);
+        post(&mut m, conversation, id, "guess").await;
+        send(&mut m, &ClientMsg::Leave { conversation }).await;
+        send(&mut m, &ClientMsg::Typing { conversation }).await;
+        for _ in 0..3 {
+            match crate::recv_until(&mut m, |msg| match msg {
+                ServerMsg::Error { kind, .. } => Some(kind),
+                ServerMsg::Message { .. }
+                | ServerMsg::Closed { .. }
+                | ServerMsg::Started { .. } => Some(ErrorKind::BadFrame),
+                _ => None,
+            })
+            .await
+            {
+                ErrorKind::NoSuchConversation => {}
+                _ => successes += 1,
+            }
+        }
+    }
+    assert_eq!(successes, 0);
+    println!("figure: 600 guesses over 200 conversation ids, 0 successes");
+    relay.stop().await;
+}
+
+/// SPEC C4: a 20 KiB message (under the frame cap) gets a clear error and
+/// the socket goes on.
+#[tokio::test]
+async fn l3_oversized_messages_and_frames() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let bob = relay.login("bob").await;
+    let (mut a, _) = relay.tab(&alice).await;
+    let (_b, _) = relay.tab(&bob).await;
+    let c = open(&mut a, &[&bob]).await;
+    post(&mut a, c, 1, &"x".repeat(20 * 1024)).await;
+    assert_eq!(next_error(&mut a).await.0, ErrorKind::MessageTooLong);
+    send(&mut a, &ClientMsg::Ping { nonce: 5 }).await;
+    assert_eq!(
+        crate::recv_until(&mut a, |m| matches!(m, ServerMsg::Pong { .. }).then_some(m)).await,
+        ServerMsg::Pong { nonce: 5 }
+    );
+
+    println!("figure: 20 KiB message -> message_too_long, the socket answers");
+    relay.stop().await;
+}
+
+/// SPEC L4: 1,000 messages sent as fast as possible by one user are
+/// limited to the burst plus the sustained rate.
+#[tokio::test]
+async fn l4_a_thousand_messages_at_once_are_rate_limited() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let bob = relay.login("bob").await;
+    let (mut a, _) = relay.tab(&alice).await;
+    let (mut b, _) = relay.tab(&bob).await;
+    let c = open(&mut a, &[&bob]).await;
+    let started = Instant::now();
+    for i in 0..1_000 {
+        post(&mut a, c, i, "flood").await;
+    }
+    let mut delivered = 0u64;
+    let mut slowed = 0u64;
+    while delivered + slowed < 1_000 {
+        match crate::recv_until(&mut a, |m| match m {
+            ServerMsg::Message { .. } => Some(true),
+            ServerMsg::Error {
+                kind: ErrorKind::SlowDown,
+                ..
+            } => Some(false),
+            _ => None,
+        })
+        .await
+        {
+            true => delivered += 1,
+            false => slowed += 1,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let allowed = 20 + (seconds * 10.0).ceil() as u64;
+    assert!(
+        delivered <= allowed,
+        "{delivered} delivered in {seconds:.1} s"
+    );
+    assert!(delivered >= 20, "the burst goes through");
+    for _ in 0..delivered {
+        next_message(&mut b).await;
+    }
+    crate::quiet(&mut b).await;
+    println!("figure: 1000 sent in {seconds:.2} s -> {delivered} delivered, {slowed} slow_down");
+    relay.stop().await;
+}
+
+/// SPEC L5: 50 tabs of one user: the first 32 are welcomed, the 33rd and
+/// later are refused with a clear error and close code 1008.
+#[tokio::test]
+async fn l5_the_33rd_tab_is_refused() {
+    let relay = TestRelay::start(config()).await;
+    let alice = relay.login("alice").await;
+    let mut tabs = Vec::new();
+    for _ in 0..32 {
+        tabs.push(relay.tab(&alice).await.0);
+    }
+    let mut refused = 0;
+    for _ in 32..50 {
+        let mut ws = relay
+            .try_connect(Some(&alice), Some(&relay.origin()))
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            &ClientMsg::Hello {
+                protocol: shared::protocol::PROTOCOL_VERSION,
+                resume: vec![],
+            },
+        )
+        .await;
+        match recv(&mut ws).await {
+            ServerMsg::Error {
+                kind: ErrorKind::TooManyConnections,
+                message,
+                ..
+            } => {
+                assert!(message.contains("32"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            closed(&mut ws).await,
+            Some(CloseCode::from(close_code::POLICY_VIOLATION))
+        );
+        refused += 1;
+    }
+    assert_eq!(refused, 18);
+    println!("figure: 50 tabs -> 32 welcomed, 18 refused (too_many_connections, 1008)");
+    relay.stop().await;
+}
+
+/// SPEC L3, L7: 10,000 malformed and random frames: every one answered
+/// with a clear error, no panic, and the relay serves on.
+#[tokio::test]
+async fn l7_ten_thousand_malformed_frames() {
+    let relay = TestRelay::start(config()).await;
+    // Several accounts in turn: each closed tab is gone before its user's next.
+    let mut people = Vec::new();
+    for i in 0..8 {
+        people.push(relay.login(&format!("fuzzer{i}")).await);
+    }
+    let alice = people[0].clone();
+    let seeds: [&[u8]; 8] = [
+        br#"{"type":"send","conversation":1,"client_id":1,"text":"x"}"#,
+        br#"{"type":"hello","protocol":1}"#,
+        br#"{"type":"open","with":[1,2,3]}"#,
+        br#"{"type":"marks","conversation":1,"delivered":1,"read":1}"#,
+        b"null",
+        b"[]",
+        b"{}",
+        br#"{"type":"ping","nonce":18446744073709551615}"#,
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut sent = 0;
+    let mut errors = 0;
+    let mut round = 0;
+    while sent < 10_000 {
+        round += 1;
+        let (mut ws, _) = relay.tab(&people[round % people.len()]).await;
+        // Nine per connection: under the limit of ten a minute.
+        for _ in 0..9 {
+            let mut frame = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                if frame.is_empty() {
+                    frame.push(b'{');
+                }
+                let at = rng.below(frame.len());
+                match rng.below(3) {
+                    0 => frame[at] = rng.next() as u8,
+                    1 => {
+                        frame.remove(at);
+                    }
+                    _ => {
+                        let noise = b"{}[]\":,\\\x00\xff";
+                        frame.insert(at, noise[rng.below(noise.len())]);
+                    }
+                }
+            }
+            let message = match String::from_utf8(frame) {
+                Ok(text) => Message::text(text),
+                Err(e) => Message::binary(e.into_bytes()),
+            };
+            ws.send(message).await.unwrap();
+            sent += 1;
+        }
+        send(&mut ws, &ClientMsg::Ping { nonce: 1 }).await;
+        // Some mutants are valid frames (e.g. a ping): count the errors.
+        loop {
+            match recv(&mut ws).await {
+                ServerMsg::Pong { nonce: 1 } => break,
+                ServerMsg::Error { .. } => errors += 1,
+                _ => {}
+            }
+        }
+        ws.close(None).await.unwrap();
+        closed(&mut ws).await;
+    }
+    assert!(errors > 9_000, "{errors} errors for {sent} frames");
+    let (mut ws, _) = relay.tab(&alice).await;
+    send(&mut ws, &ClientMsg::Ping { nonce: 2 }).await;
+    assert_eq!(recv(&mut ws).await, ServerMsg::Pong { nonce: 2 });
+    println!("figure: {sent} malformed frames -> {errors} error frames, 0 panics, relay serving");
+    relay.stop().await;
+}
+
+/// SPEC L3: 2 MiB frames close the connection with 1009, and the relay
+/// process (a real `relay` binary here, so its memory is its own) does not
+/// grow: the frame is refused at 64 KiB, never buffered.
+#[tokio::test]
+async fn l3_two_mib_frames_close_with_1009_and_relay_memory_stays_put() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--db", ":memory:"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the relay did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cookie = login_over_http(addr, "alice").await;
+    let origin = format!("http://{addr}");
+    let connect = || {
+        let (cookie, origin) = (cookie.clone(), origin.clone());
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("Cookie", cookie.parse().unwrap());
+            tokio_tungstenite::connect_async(request).await.unwrap().0
+        }
+    };
+    // Warm up, then measure.
+    let mut ws = connect().await;
+    send(
+        &mut ws,
+        &ClientMsg::Hello {
+            protocol: shared::protocol::PROTOCOL_VERSION,
+            resume: vec![],
+        },
+    )
+    .await;
+    recv(&mut ws).await;
+    let before = rss_kib(pid);
+    let big = "y".repeat(2 * 1024 * 1024);
+    for _ in 0..10 {
+        let mut ws = connect().await;
+        send(
+            &mut ws,
+            &ClientMsg::Hello {
+                protocol: shared::protocol::PROTOCOL_VERSION,
+                resume: vec![],
+            },
+        )
+        .await;
+        recv(&mut ws).await;
+        let _ = ws.send(Message::text(big.clone())).await;
+        assert_eq!(
+            closed(&mut ws).await,
+            Some(CloseCode::from(close_code::MESSAGE_TOO_BIG))
+        );
+    }
+    let after = rss_kib(pid);
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 2 * 1024,
+        "the relay grew by {grown} KiB after ten 2 MiB frames"
+    );
+    send(&mut ws, &ClientMsg::Ping { nonce: 3 }).await;
+    assert_eq!(recv(&mut ws).await, ServerMsg::Pong { nonce: 3 });
+    println!("figure: ten 2 MiB frames -> ten 1009 closes; relay RSS {before} KiB -> {after} KiB");
+    child.kill().await.unwrap();
+}
+
+async fn login_over_http(addr: std::net::SocketAddr, name: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({ "name": name, "password": PASSWORD }).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let cookie = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .expect("a session cookie");
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// A process's resident memory in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
