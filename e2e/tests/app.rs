@@ -710,3 +710,75 @@ async fn unread_counts_in_the_title_and_the_transcript_download() -> Result<()> 
     alice.close().await?;
     bob.close().await
 }
+
+/// SPEC C9, L7: a corpus of XSS payloads sent through the relay and
+/// rendered in a real browser: 0 executions, 0 injected elements, every
+/// payload shown exactly as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
+    const PAYLOADS: &[&str] = &[
+        "<script>window.__xss=(window.__xss||0)+1</script>",
+        "<img src=x onerror=\"window.__xss=(window.__xss||0)+1\">",
+        "<svg onload=window.__xss=(window.__xss||0)+1>",
+        "<svg><script>window.__xss=1</script></svg>",
+        "<iframe src=\"javascript:parent.__xss=1\"></iframe>",
+        "<iframe srcdoc=\"<script>parent.__xss=1</script>\"></iframe>",
+        "<a href=\"javascript:window.__xss=1\">click</a>",
+        "<body onload=window.__xss=1>",
+        "<details open ontoggle=window.__xss=1>",
+        "<video><source onerror=\"window.__xss=1\"></video>",
+        "<input autofocus onfocus=window.__xss=1>",
+        "<marquee onstart=window.__xss=1>",
+        "<math><mtext><table><mglyph><style><img src=x onerror=window.__xss=1>",
+        "\"><img src=x onerror=window.__xss=1>",
+        "'><svg/onload=window.__xss=1>",
+        "</textarea><script>window.__xss=1</script>",
+        "</p></article><img src=x onerror=window.__xss=1>",
+        "<style>*{display:none}</style>",
+        "<meta http-equiv=\"refresh\" content=\"0;url=javascript:window.__xss=1\">",
+        "<object data=\"javascript:window.__xss=1\"></object>",
+        "<embed src=\"javascript:window.__xss=1\">",
+        "<form><button formaction=javascript:window.__xss=1>x</button></form>",
+        "<base href=\"javascript:window.__xss=1//\">",
+        "<link rel=stylesheet href=\"javascript:window.__xss=1\">",
+        "<div style=\"background:url(javascript:window.__xss=1)\">",
+        "&lt;script&gt;window.__xss=1&lt;/script&gt;",
+        "{{constructor.constructor('window.__xss=1')()}}",
+        "${window.__xss=1}",
+        "javascript:window.__xss=1",
+        "<noscript><p title=\"</noscript><img src=x onerror=window.__xss=1>\">",
+        "<template><script>window.__xss=1</script></template>",
+        "\u{202e}<script>window.__xss=1</script>",
+    ];
+    let stack = Stack::start(Config::defaults()).await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = signed_in(&stack, "bob").await?;
+    alice.wait_for_text("ul[aria-label='Online users']", "bob").await?;
+    dialog(&alice, &bob).await?;
+    for payload in PAYLOADS {
+        // Typed as the user would; WebDriver types the text literally.
+        alice.send_message("Conversation with bob", payload).await?;
+    }
+    let title = "Conversation with alice";
+    let seen = bob
+        .eventually(Duration::from_secs(15), "every payload", || async {
+            let seen = bob.messages(title).await?;
+            Ok((seen.len() >= PAYLOADS.len()).then_some(seen))
+        })
+        .await?;
+    let texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+    ensure!(texts == PAYLOADS, "shown differently: {texts:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await; // let anything that would run, run
+    for browser in [&alice, &bob] {
+        let ran = browser.client().execute("return window.__xss === undefined;", vec![]).await?;
+        ensure!(ran == true, "a payload ran");
+        let injected = browser
+            .client()
+            .execute("return document.querySelectorAll('[role=log] .text *').length;", vec![])
+            .await?;
+        ensure!(injected == 0, "{injected} elements were injected");
+    }
+    println!("figure: {} payloads, 0 executions, 0 injected elements", PAYLOADS.len());
+    alice.close().await?;
+    bob.close().await
+}
