@@ -19,7 +19,9 @@ commands:
   setup                 install the toolchain pieces, browser and Redis that are missing
   run [-- RELAY FLAGS]  set up, build the app and serve it with the release relay
   test                  set up, then fmt, clippy, native tests, browser component tests,
-                        and the browser end-to-end suite";
+                        and the browser end-to-end suite
+  soak [-- FLAGS]       10 minutes of churn against a release relay (2,000 clients; flags:
+                        --clients N --minutes M), printing memory and open files";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup().map(|_| ()),
         Some("run") => run(&args[1..]),
         Some("test") => test::test(),
+        Some("soak") => soak(&args[1..]),
         Some("-h" | "--help" | "help") => {
             eprintln!("{USAGE}");
             Ok(())
@@ -79,4 +82,28 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         .arg(&dist)
         .args(relay_flags);
     cmd::run(&mut relay)
+}
+
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    let flags: Vec<&str> = match args.first().map(String::as_str) {
+        Some("--") => args[1..].iter().map(String::as_str).collect(),
+        Some(other) => anyhow::bail!("unexpected {other:?}: pass soak flags after `--`"),
+        None => Vec::new(),
+    };
+    cmd::step("building the release relay and the soak driver");
+    let root = root();
+    cmd::run(
+        std::process::Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "--release", "--package", "relay", "--package", "bench", "--bin", "relay", "--bin", "soak"]),
+    )?;
+    cmd::step("soak");
+    let relay = root.join("target/release/relay");
+    cmd::run(
+        std::process::Command::new(root.join("target/release/soak"))
+            .current_dir(&root)
+            .arg("--relay")
+            .arg(relay)
+            .args(flags),
+    )
 }

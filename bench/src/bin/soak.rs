@@ -1,0 +1,201 @@
+//! Soak: many signed-in clients for minutes, a fifth of them reconnecting
+//! every minute while messages flow; the relay's memory and open files are
+//! sampled throughout. Run with `cargo xtask soak` (10 minutes, 2,000
+//! clients) or directly:
+//! `soak --relay target/release/relay [--clients N] [--minutes M]`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bench::{connect, login, next, process_usage, slope};
+use futures_util::SinkExt;
+use shared::protocol::{ClientMsg, ClientMsgId, ConversationId, ServerMsg, PROTOCOL_VERSION};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+const TABS_PER_USER: usize = 20;
+const PASSWORD: &str = "soak-password-1";
+
+struct Args {
+    relay: String,
+    clients: usize,
+    minutes: u64,
+}
+
+fn args() -> Result<Args> {
+    let mut args = Args {
+        relay: "target/release/relay".into(),
+        clients: 2_000,
+        minutes: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--relay" => args.relay = value,
+            "--clients" => args.clients = value.parse()?,
+            "--minutes" => args.minutes = value.parse()?,
+            other => bail!("unknown flag {other} (--relay PATH, --clients N, --minutes M)"),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let users = args.clients.div_ceil(TABS_PER_USER).max(2) & !1;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let db = std::env::temp_dir().join(format!("chat-soak-{}.db", std::process::id()));
+    let mut relay = tokio::process::Command::new(&args.relay)
+        .args(["--listen", &addr.to_string(), "--db"])
+        .arg(&db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", args.relay))?;
+    let pid = relay.id().context("relay pid")?;
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("the relay did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle = process_usage(pid);
+    println!("relay pid {pid} on {addr}: idle {} KiB, {} fds", idle.0, idle.1);
+
+    let mut cookies = Vec::new();
+    for u in 0..users {
+        cookies.push(login(addr, &format!("soak{u:04}"), PASSWORD).await?);
+    }
+    // Each pair of users shares a dialog.
+    let hello = ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        resume: vec![],
+    };
+    let mut user_ids = Vec::new();
+    for cookie in &cookies {
+        let (ws, welcome) = connect(addr, cookie, &hello).await?;
+        let ServerMsg::Welcome { me, .. } = welcome else { unreachable!() };
+        user_ids.push(me.id);
+        drop(ws);
+    }
+    let mut dialogs = vec![ConversationId(0); users];
+    for pair in (0..users).step_by(2) {
+        let (mut ws, _) = connect(addr, &cookies[pair], &hello).await?;
+        let (_peer, _) = connect(addr, &cookies[pair + 1], &hello).await?;
+        ws.send(Message::text(ClientMsg::Open { with: vec![user_ids[pair + 1]] }.encode())).await?;
+        loop {
+            if let ServerMsg::Opened { conversation } = next(&mut ws, Duration::from_secs(10)).await? {
+                dialogs[pair] = conversation;
+                dialogs[pair + 1] = conversation;
+                break;
+            }
+        }
+    }
+
+    let received = Arc::new(AtomicU64::new(0));
+    let reconnects = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (churn_tx, churn_rx) = watch::channel(0u64);
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let user = client % users;
+        let tab = client / users;
+        let (cookie, conversation) = (cookies[user].clone(), dialogs[user]);
+        let (received, reconnects) = (received.clone(), reconnects.clone());
+        let (mut stop, mut churn) = (stop_rx.clone(), churn_rx.clone());
+        let hello = hello.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                let Ok((mut ws, _)) = connect(addr, &cookie, &hello).await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let mut ticker = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        frame = futures_util::StreamExt::next(&mut ws) => match frame {
+                            Some(Ok(Message::Text(_))) => { received.fetch_add(1, Ordering::Relaxed); }
+                            Some(Ok(_)) => {}
+                            _ => break,
+                        },
+                        _ = ticker.tick(), if tab == 0 => {
+                            sent += 1;
+                            let msg = ClientMsg::Send {
+                                conversation,
+                                client_id: ClientMsgId(sent),
+                                text: format!("soak message {sent} from client {client}"),
+                            };
+                            if ws.send(Message::text(msg.encode())).await.is_err() { break; }
+                        }
+                        Ok(()) = churn.changed() => {
+                            let round = *churn.borrow();
+                            // A fifth of the clients, a different fifth each round.
+                            if (client as u64 + round) % 5 == 0 {
+                                reconnects.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        _ = stop.changed() => {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(20)).await; // warm-up: everyone connected
+    let baseline = process_usage(pid);
+    println!("steady with {} clients: {} KiB, {} fds", args.clients, baseline.0, baseline.1);
+    let mut samples = Vec::new();
+    let soak_started = Instant::now();
+    let mut round = 0;
+    while soak_started.elapsed() < Duration::from_secs(args.minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (rss, fds) = process_usage(pid);
+        let minutes = soak_started.elapsed().as_secs_f64() / 60.0;
+        samples.push((minutes, rss as f64));
+        if soak_started.elapsed() >= Duration::from_secs(60 * (round + 1)) {
+            round += 1;
+            churn_tx.send_replace(round);
+            println!(
+                "minute {round}: {rss} KiB, {fds} fds, {} frames received, {} reconnects",
+                received.load(Ordering::Relaxed),
+                reconnects.load(Ordering::Relaxed)
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await; // the last churn settles
+    let end = process_usage(pid);
+    stop_tx.send_replace(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    tokio::time::sleep(Duration::from_secs(13)).await; // grace period, then offline
+    let after = process_usage(pid);
+    let per_minute = slope(&samples);
+    println!("---");
+    println!("clients {}, minutes {}, reconnects {}, frames received {}", args.clients, args.minutes,
+        reconnects.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
+    println!("RSS KiB: idle {}, steady {}, end of churn {}, after all left {}", idle.0, baseline.0, end.0, after.0);
+    println!("open files: idle {}, steady {}, end of churn {}, after all left {}", idle.1, baseline.1, end.1, after.1);
+    println!("RSS slope during churn: {per_minute:+.1} KiB/min");
+    let _ = relay.kill().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    if after.1 > idle.1 + 2 {
+        bail!("open files did not return to idle: {} -> {}", idle.1, after.1);
+    }
+    Ok(())
+}
