@@ -45,7 +45,9 @@ pub async fn login(addr: SocketAddr, name: &str, password: &str) -> Result<Strin
 /// Opens a WebSocket with the cookie and the page's origin, and says hello.
 pub async fn connect(addr: SocketAddr, cookie: &str, hello: &ClientMsg) -> Result<(Ws, ServerMsg)> {
     let mut request = format!("ws://{addr}/ws").into_client_request()?;
-    request.headers_mut().insert("Origin", format!("http://{addr}").parse()?);
+    request
+        .headers_mut()
+        .insert("Origin", format!("http://{addr}").parse()?);
     request.headers_mut().insert("Cookie", cookie.parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
     ws.send(Message::text(hello.encode())).await?;
@@ -89,7 +91,9 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     if n < 2.0 {
         return 0.0;
     }
-    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
     let (mx, my) = (sx / n, sy / n);
     let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
         (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))

@@ -753,7 +753,9 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
     let stack = Stack::start(Config::defaults()).await?;
     let alice = signed_in(&stack, "alice").await?;
     let bob = signed_in(&stack, "bob").await?;
-    alice.wait_for_text("ul[aria-label='Online users']", "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
     dialog(&alice, &bob).await?;
     for payload in PAYLOADS {
         // Typed as the user would; WebDriver types the text literally.
@@ -770,15 +772,24 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
     ensure!(texts == PAYLOADS, "shown differently: {texts:?}");
     tokio::time::sleep(Duration::from_millis(500)).await; // let anything that would run, run
     for browser in [&alice, &bob] {
-        let ran = browser.client().execute("return window.__xss === undefined;", vec![]).await?;
+        let ran = browser
+            .client()
+            .execute("return window.__xss === undefined;", vec![])
+            .await?;
         ensure!(ran == true, "a payload ran");
         let injected = browser
             .client()
-            .execute("return document.querySelectorAll('[role=log] .text *').length;", vec![])
+            .execute(
+                "return document.querySelectorAll('[role=log] .text *').length;",
+                vec![],
+            )
             .await?;
         ensure!(injected == 0, "{injected} elements were injected");
     }
-    println!("figure: {} payloads, 0 executions, 0 injected elements", PAYLOADS.len());
+    println!(
+        "figure: {} payloads, 0 executions, 0 injected elements",
+        PAYLOADS.len()
+    );
     alice.close().await?;
     bob.close().await
 }

@@ -21,7 +21,7 @@ use tracing::{debug, info, info_span, Instrument};
 use warp::ws::{Message, WebSocket};
 
 use crate::core::{ConnId, SessionId};
-use crate::hub::{CloseOrder, Command, ConnHandle};
+use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
 use crate::server::Relay;
 
 /// How long the relay waits for the client's half of the close handshake.
@@ -125,14 +125,14 @@ impl Connection {
                                     conn: self.id, session, user: user.clone(), resume, handle,
                                 };
                                 if !self.relay.hub().send(connect).await {
-                                    break End::Close(close_code::SERVICE_RESTART, "relay restarting");
+                                    break End::Close(close_code::SERVICE_RESTART, RESTARTING);
                                 }
                             }
                             Ok(Some(msg)) => {
                                 if close_tx.is_some() {
                                     self.refuse(ErrorKind::HelloRequired, "send hello first");
                                 } else if !self.relay.hub().send(Command::Frame { conn: self.id, msg }).await {
-                                    break End::Close(close_code::SERVICE_RESTART, "relay restarting");
+                                    break End::Close(close_code::SERVICE_RESTART, RESTARTING);
                                 }
                             }
                             Err(end) => break end,
@@ -150,7 +150,7 @@ impl Connection {
                 order = &mut close_rx, if close_tx.is_none() => match order {
                     Ok(CloseOrder::SlowConsumer) => break End::SlowConsumer,
                     Ok(CloseOrder::Close(code, reason)) => break End::Close(code, reason),
-                    Err(_) => break End::Close(close_code::SERVICE_RESTART, "relay restarting"),
+                    Err(_) => break End::Close(close_code::SERVICE_RESTART, RESTARTING),
                 },
                 _ = ping.tick() => {
                     if self.out.try_send(Message::ping(Vec::new())).is_err() {
@@ -158,7 +158,11 @@ impl Connection {
                     }
                 }
                 () = sleep_until(deadline) => break End::Silent,
-                () = shutdown.recv() => break End::Close(close_code::SERVICE_RESTART, "relay restarting"),
+                // After hello the hub orders the close at shutdown, behind the
+                // frames it queued; before hello nobody else will.
+                () = shutdown.recv(), if close_tx.is_some() => {
+                    break End::Close(close_code::SERVICE_RESTART, RESTARTING);
+                }
             }
         };
         if end == End::Silent {

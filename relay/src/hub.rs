@@ -5,22 +5,31 @@
 //! interval, and writes each outbound frame, serialized once, into the
 //! recipients' bounded queues. A recipient whose queue is full is dropped
 //! on the spot (SPEC L6): nobody waits for a slow reader.
+//!
+//! Shutdown (SPEC R3) is a point in that same order: the hub orders every
+//! connection closed with 1012, behind whatever it already queued for it,
+//! and stamps nothing after. So a message confirmed to its sender was
+//! queued to every recipient before their close frame, and a message that
+//! comes later is never confirmed: it stays pending in the page.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::protocol::{ClientMsg, Resume, ServerMsg, User};
+use shared::protocol::{close_code, ClientMsg, Resume, ServerMsg, User};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use warp::ws::Message;
 
 use crate::core::{ConnId, Core, Limits, Millis, Outbound, SessionId};
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 /// Commands waiting for the hub before senders wait too.
 const COMMAND_QUEUE: usize = 4096;
+/// The close reason sent with 1012 at shutdown.
+pub const RESTARTING: &str = "relay restarting";
 
 /// Why the hub wants a connection gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +91,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub task. It runs until every `Hub` handle is dropped.
-    pub fn spawn(limits: Limits, metrics: Arc<Metrics>) -> Hub {
+    /// Starts the hub task. It runs until every `Hub` handle is dropped;
+    /// once `shutdown` fires it closes every connection and stamps nothing more.
+    pub fn spawn(limits: Limits, metrics: Arc<Metrics>, shutdown: Shutdown) -> Hub {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         // Grace periods end and presence batches go out on this beat.
         let tick = limits.presence_batch;
-        tokio::spawn(run(Core::new(limits), tick, rx, metrics));
+        tokio::spawn(run(Core::new(limits), tick, rx, metrics, shutdown));
         Hub { tx }
     }
 
@@ -109,21 +119,33 @@ async fn run(
     tick: Duration,
     mut rx: mpsc::Receiver<Command>,
     metrics: Arc<Metrics>,
+    mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut closing = false;
     loop {
         tokio::select! {
             command = rx.recv() => {
                 let Some(command) = command else { break };
-                apply(&mut core, &mut conns, command);
+                apply(&mut core, &mut conns, command, closing);
                 // Drain what else is waiting before writing, so bursts batch.
                 while let Ok(command) = rx.try_recv() {
-                    apply(&mut core, &mut conns, command);
+                    apply(&mut core, &mut conns, command, closing);
                 }
             }
             _ = ticker.tick() => core.tick(now_millis()),
+            // Everything applied so far was dispatched at the end of the
+            // last turn, so each close order comes after those frames.
+            () = shutdown.recv(), if !closing => {
+                closing = true;
+                for (_, handle) in conns.drain() {
+                    let _ = handle
+                        .close
+                        .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+                }
+            }
         }
         dispatch(&mut core, &mut conns, &metrics);
         metrics
@@ -139,9 +161,22 @@ async fn run(
     debug!("hub stopped");
 }
 
-fn apply(core: &mut Core, conns: &mut HashMap<ConnId, ConnHandle>, command: Command) {
+/// Applies one command; once `closing`, new connections are sent away and
+/// frames are dropped unstamped.
+fn apply(
+    core: &mut Core,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    command: Command,
+    closing: bool,
+) {
     let now = now_millis();
     match command {
+        Command::Connect { handle, .. } if closing => {
+            let _ = handle
+                .close
+                .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+        }
+        Command::Frame { .. } if closing => {}
         Command::Connect {
             conn,
             session,

@@ -55,7 +55,7 @@ impl Relay {
         );
         Relay {
             inner: Arc::new(Inner {
-                hub: Hub::spawn(config.limits(), metrics.clone()),
+                hub: Hub::spawn(config.limits(), metrics.clone(), trigger.subscribe()),
                 config,
                 store,
                 sessions: Sessions::default(),

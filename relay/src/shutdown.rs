@@ -1,6 +1,8 @@
-//! Graceful shutdown (SPEC R3), after mini-redis: one signal that every
-//! connection listens to, and a drain guard that every connection holds, so
-//! [`crate::run`] returns only once the last connection has said goodbye.
+//! Graceful shutdown (SPEC R3), after mini-redis: one signal that the hub
+//! and every connection listen to (the hub closes the connections that said
+//! hello, the others close themselves), and a drain guard that every
+//! connection holds, so [`crate::run`] returns only once the last connection
+//! has said goodbye.
 
 use tokio::sync::{mpsc, watch};
 

@@ -95,7 +95,18 @@ fn soak(args: &[String]) -> anyhow::Result<()> {
     cmd::run(
         std::process::Command::new("cargo")
             .current_dir(&root)
-            .args(["build", "--release", "--package", "relay", "--package", "bench", "--bin", "relay", "--bin", "soak"]),
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "relay",
+                "--package",
+                "bench",
+                "--bin",
+                "relay",
+                "--bin",
+                "soak",
+            ]),
     )?;
     cmd::step("soak");
     let relay = root.join("target/release/relay");

@@ -48,7 +48,9 @@ fn args() -> Result<Args> {
 async fn main() -> Result<()> {
     let args = args()?;
     let users = args.clients.div_ceil(TABS_PER_USER).max(2) & !1;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let db = std::env::temp_dir().join(format!("chat-soak-{}.db", std::process::id()));
     let mut relay = tokio::process::Command::new(&args.relay)
@@ -68,7 +70,10 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle = process_usage(pid);
-    println!("relay pid {pid} on {addr}: idle {} KiB, {} fds", idle.0, idle.1);
+    println!(
+        "relay pid {pid} on {addr}: idle {} KiB, {} fds",
+        idle.0, idle.1
+    );
 
     let mut cookies = Vec::new();
     for u in 0..users {
@@ -82,7 +87,9 @@ async fn main() -> Result<()> {
     let mut user_ids = Vec::new();
     for cookie in &cookies {
         let (ws, welcome) = connect(addr, cookie, &hello).await?;
-        let ServerMsg::Welcome { me, .. } = welcome else { unreachable!() };
+        let ServerMsg::Welcome { me, .. } = welcome else {
+            unreachable!()
+        };
         user_ids.push(me.id);
         drop(ws);
     }
@@ -90,9 +97,17 @@ async fn main() -> Result<()> {
     for pair in (0..users).step_by(2) {
         let (mut ws, _) = connect(addr, &cookies[pair], &hello).await?;
         let (_peer, _) = connect(addr, &cookies[pair + 1], &hello).await?;
-        ws.send(Message::text(ClientMsg::Open { with: vec![user_ids[pair + 1]] }.encode())).await?;
+        ws.send(Message::text(
+            ClientMsg::Open {
+                with: vec![user_ids[pair + 1]],
+            }
+            .encode(),
+        ))
+        .await?;
         loop {
-            if let ServerMsg::Opened { conversation } = next(&mut ws, Duration::from_secs(10)).await? {
+            if let ServerMsg::Opened { conversation } =
+                next(&mut ws, Duration::from_secs(10)).await?
+            {
                 dialogs[pair] = conversation;
                 dialogs[pair + 1] = conversation;
                 break;
@@ -156,7 +171,10 @@ async fn main() -> Result<()> {
 
     tokio::time::sleep(Duration::from_secs(20)).await; // warm-up: everyone connected
     let baseline = process_usage(pid);
-    println!("steady with {} clients: {} KiB, {} fds", args.clients, baseline.0, baseline.1);
+    println!(
+        "steady with {} clients: {} KiB, {} fds",
+        args.clients, baseline.0, baseline.1
+    );
     let mut samples = Vec::new();
     let soak_started = Instant::now();
     let mut round = 0;
@@ -185,17 +203,32 @@ async fn main() -> Result<()> {
     let after = process_usage(pid);
     let per_minute = slope(&samples);
     println!("---");
-    println!("clients {}, minutes {}, reconnects {}, frames received {}", args.clients, args.minutes,
-        reconnects.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
-    println!("RSS KiB: idle {}, steady {}, end of churn {}, after all left {}", idle.0, baseline.0, end.0, after.0);
-    println!("open files: idle {}, steady {}, end of churn {}, after all left {}", idle.1, baseline.1, end.1, after.1);
+    println!(
+        "clients {}, minutes {}, reconnects {}, frames received {}",
+        args.clients,
+        args.minutes,
+        reconnects.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed)
+    );
+    println!(
+        "RSS KiB: idle {}, steady {}, end of churn {}, after all left {}",
+        idle.0, baseline.0, end.0, after.0
+    );
+    println!(
+        "open files: idle {}, steady {}, end of churn {}, after all left {}",
+        idle.1, baseline.1, end.1, after.1
+    );
     println!("RSS slope during churn: {per_minute:+.1} KiB/min");
     let _ = relay.kill().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     if after.1 > idle.1 + 2 {
-        bail!("open files did not return to idle: {} -> {}", idle.1, after.1);
+        bail!(
+            "open files did not return to idle: {} -> {}",
+            idle.1,
+            after.1
+        );
     }
     Ok(())
 }

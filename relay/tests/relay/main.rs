@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod hostile;
+mod signals;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
