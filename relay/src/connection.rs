@@ -55,7 +55,6 @@ pub async fn serve(socket: WebSocket, relay: Relay, user: User, session: Session
         let end = Connection::new(socket, relay.clone(), id)
             .run(user, session)
             .await;
-        relay.hub().send(Command::Disconnect { conn: id }).await;
         info!(?end, "disconnected");
     }
     .instrument(info_span!("conn", id = id.0))
@@ -165,6 +164,14 @@ impl Connection {
                 .heartbeat_drops
                 .fetch_add(1, Ordering::Relaxed);
         }
+        // The hub first: the user's presence must not wait for the close
+        // handshake (SPEC U2: a closed socket drops it at once), and the
+        // hub's handle is the last sender of the outbound queue, so the
+        // writer below only drains and closes once the hub lets go of it.
+        self.relay
+            .hub()
+            .send(Command::Disconnect { conn: self.id })
+            .await;
         self.finish(end).await;
         end
     }
