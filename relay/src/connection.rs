@@ -54,8 +54,10 @@ pub async fn serve(socket: WebSocket, relay: Relay, user: User, session: Session
         debug!("connected");
         let mut connection = Connection::new(socket, relay.clone(), id);
         let end = connection.run(user, session).await;
-        // The hub lets go of the outbound queue first, so the writer can
-        // drain it, send the close frame and finish.
+        // The hub first: the user's presence must not wait for the close
+        // handshake (SPEC U2: a closed socket drops it at once), and the
+        // hub's handle is the last sender of the outbound queue, so the
+        // writer only drains and closes once the hub lets go of it.
         relay.hub().send(Command::Disconnect { conn: id }).await;
         connection.finish(end).await;
         info!(?end, "disconnected");

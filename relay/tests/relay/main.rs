@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod faults;
 mod hostile;
+mod proxy;
 mod signals;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
