@@ -4,8 +4,10 @@
 //! - `cargo xtask setup`: installs what is missing (idempotent).
 //! - `cargo xtask run [-- RELAY FLAGS…]`: setup, build the app, run the relay.
 //! - `cargo xtask test`: setup, then every check and test, with one summary.
+//! - `cargo xtask fuzz [SECONDS]`: fuzz the relay's frame handling (SPEC L7).
 
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -19,7 +21,9 @@ commands:
   setup                 install the toolchain pieces, browser and Redis that are missing
   run [-- RELAY FLAGS]  set up, build the app and serve it with the release relay
   test                  set up, then fmt, clippy, native tests, browser component tests,
-                        and the browser end-to-end suite";
+                        and the browser end-to-end suite
+  fuzz [SECONDS]        install cargo-fuzz if missing, then fuzz the relay's frame
+                        handling for SECONDS (default 60) and sum the run up";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup().map(|_| ()),
         Some("run") => run(&args[1..]),
         Some("test") => test::test(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("-h" | "--help" | "help") => {
             eprintln!("{USAGE}");
             Ok(())
