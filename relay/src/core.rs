@@ -157,7 +157,8 @@ impl Conversation {
                     .filter(|m| m.seq.0 > last)
                     .cloned()
                     .collect(),
-                last + 1 < first_held,
+                // The client's number is untrusted: it may be u64::MAX.
+                last.saturating_add(1) < first_held,
             ),
         };
         ConversationSnapshot {

@@ -18,6 +18,8 @@
 //!   throttle; [`store`]: accounts and sessions (SQLite);
 //!   [`sessions`]: live sessions and the weak user registry.
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`fuzzing`]: the fuzz harness: a core behind a stand-in transport,
+//!   fed client frames cut from arbitrary bytes (SPEC L7).
 //! - [`shutdown`]: the signal every connection listens to, and the drain
 //!   guard `run` waits on before it returns.
 
@@ -27,6 +29,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod filters;
+pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
 pub mod server;

@@ -4,8 +4,11 @@
 //! - `cargo xtask setup`: installs what is missing (idempotent).
 //! - `cargo xtask run [-- RELAY FLAGS…]`: setup, build the app, run the relay.
 //! - `cargo xtask test`: setup, then every check and test, with one summary.
+//! - `cargo xtask fuzz [SECONDS]`: fuzz the relay's frame handling (SPEC L7).
+//! - `cargo xtask soak [-- FLAGS]`: minutes of churn against a release relay.
 
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -21,7 +24,9 @@ commands:
   test                  set up, then fmt, clippy, native tests, browser component tests,
                         and the browser end-to-end suite
   soak [-- FLAGS]       10 minutes of churn against a release relay (2,000 clients; flags:
-                        --clients N --minutes M), printing memory and open files";
+                        --clients N --minutes M), printing memory and open files
+  fuzz [SECONDS]        install cargo-fuzz if missing, then fuzz the relay's frame
+                        handling for SECONDS (default 60) and sum the run up";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test::test(),
         Some("soak") => soak(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("-h" | "--help" | "help") => {
             eprintln!("{USAGE}");
             Ok(())

@@ -633,6 +633,15 @@ fn r2_resume_sends_exactly_the_missed_messages_and_flags_gaps() {
     let snapshot = &welcome_conversations(&w.connect_session(22, 2, bob(), &resume))[0];
     assert_eq!(snapshot.messages.first().map(|m| m.seq), Some(Seq(2)));
     assert!(snapshot.gap, "message 1 is gone and the page must say so");
+
+    // A client claiming to be past the end gets nothing, and no overflow.
+    let resume = [Resume {
+        conversation: c,
+        last_seq: Seq(u64::MAX),
+    }];
+    let snapshot = &welcome_conversations(&w.connect_session(23, 2, bob(), &resume))[0];
+    assert!(snapshot.messages.is_empty());
+    assert!(!snapshot.gap);
 }
 
 #[test]
