@@ -154,7 +154,7 @@ async fn main() -> Result<()> {
                         Ok(()) = churn.changed() => {
                             let round = *churn.borrow();
                             // A fifth of the clients, a different fifth each round.
-                            if (client as u64 + round) % 5 == 0 {
+                            if (client as u64 + round).is_multiple_of(5) {
                                 reconnects.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
