@@ -258,7 +258,10 @@ fn is_too_big(e: &warp::Error) -> bool {
 
 /// Writes queued frames: feeds every frame that is ready, then flushes once,
 /// so a burst costs one write rather than one per frame.
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Message>) {
+pub(crate) async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+) {
     while let Some(first) = queue.recv().await {
         let mut batch = Some(first);
         while let Some(msg) = batch.take().or_else(|| queue.try_recv().ok()) {

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod conformance;
 pub mod connection;
 pub mod core;
 pub mod filters;

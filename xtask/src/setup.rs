@@ -16,6 +16,8 @@ use crate::root;
 pub const TRUNK_VERSION: &str = "0.21.14";
 /// The binaryen (wasm-opt) release; Trunk.toml names it as `version_132`.
 pub const BINARYEN_VERSION: &str = "132";
+/// The Autobahn case runner (PyPI) for the conformance test.
+pub const KOSOKU_VERSION: &str = "0.1.0";
 
 /// Debian packages the tests need, with the binary each provides.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -61,8 +63,24 @@ fn cargo_bin() -> PathBuf {
         .join("bin")
 }
 
+/// Where Python puts the scripts of installed packages (system and user).
+fn python_script_dirs() -> Vec<PathBuf> {
+    ["", "posix_user"]
+        .iter()
+        .filter_map(|scheme| {
+            let code = if scheme.is_empty() {
+                "import sysconfig; print(sysconfig.get_path('scripts'))".to_string()
+            } else {
+                format!("import sysconfig; print(sysconfig.get_path('scripts', '{scheme}'))")
+            };
+            output_line("python3", &["-c", &code]).map(PathBuf::from)
+        })
+        .collect()
+}
+
 fn child_path() -> Result<OsString> {
     let mut dirs = vec![tools_dir().join("node_modules").join(".bin"), cargo_bin()];
+    dirs.extend(python_script_dirs());
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -95,6 +113,7 @@ pub fn setup() -> Result<Tools> {
         "about 3 minutes",
     )?;
     ensure_wasm_opt()?;
+    ensure_kosoku()?;
 
     eprintln!("    setup: everything is in place");
     Ok(Tools {
@@ -188,6 +207,34 @@ fn ensure_wasm_opt() -> Result<()> {
         "--loglevel=error",
         &format!("binaryen@{BINARYEN_VERSION}"),
     ]))
+}
+
+fn ensure_kosoku() -> Result<()> {
+    if output_line("kosoku", &["-h"]).is_some() {
+        eprintln!("    ok: kosoku (Autobahn cases)");
+        return Ok(());
+    }
+    if output_line("python3", &["-m", "pip", "--version"]).is_none() {
+        bail!("python3 with pip is missing: install it (Debian: apt-get install python3-pip), then run again");
+    }
+    eprintln!("    installing kosoku {KOSOKU_VERSION} (the Autobahn cases) with pip");
+    let root = output_line("id", &["-u"]).as_deref() == Some("0");
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    if !root {
+        pip.arg("--user");
+    }
+    cmd::run(pip.arg(format!("kosoku=={KOSOKU_VERSION}")))?;
+    if output_line("kosoku", &["-h"]).is_none() {
+        bail!("kosoku was installed but is not on PATH");
+    }
+    Ok(())
 }
 
 fn ensure_apt_packages() -> Result<()> {

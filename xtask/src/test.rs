@@ -87,7 +87,7 @@ pub fn test() -> Result<()> {
         ]))?;
         Ok(TestCount::default())
     });
-    stage("native tests (shared, relay, xtask)", &mut || {
+    stage("native tests (shared, relay, bench, xtask)", &mut || {
         let out = cmd::run_tee(tools.command("cargo").args([
             "test",
             "--workspace",

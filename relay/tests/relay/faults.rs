@@ -3,7 +3,7 @@
 //! tab that stops reading. The network faults come from [`Proxy`], a small
 //! TCP proxy in front of the relay.
 //!
-//! Each test prints its figures; `docs/RELIABILITY-faults.md` keeps them.
+//! Each test prints its figures; `docs/RELIABILITY.md` keeps them.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

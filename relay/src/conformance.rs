@@ -1,0 +1,45 @@
+//! The relay's WebSocket transport in echo mode, for the Autobahn protocol
+//! conformance cases (SPEC L7; `relay/tests/relay/conformance.rs`).
+//!
+//! The Autobahn suite drives an echo server at `/` without cookies, so it
+//! cannot speak to `/ws` itself. This serves the same transport the chat
+//! uses — warp's upgrade, the reader that keeps reading after a Close so
+//! the close handshake completes, and the connection's coalescing writer
+//! draining a bounded queue — with an echo in place of the hub. It is never
+//! mounted by the relay binary; only tests start it.
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use warp::ws::WebSocket;
+use warp::{Filter, Rejection, Reply};
+
+use crate::connection::write_loop;
+
+/// The Autobahn cases send messages up to 16 MiB.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Frames queued for the writer.
+const QUEUE: usize = 64;
+
+/// `GET /`: upgrade and echo every data message.
+pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path::end().and(warp::ws()).map(|ws: warp::ws::Ws| {
+        ws.max_message_size(MAX_MESSAGE)
+            .max_frame_size(MAX_MESSAGE)
+            .on_upgrade(serve)
+    })
+}
+
+async fn serve(socket: WebSocket) {
+    let (sink, mut stream) = socket.split();
+    let (out, queue) = mpsc::channel(QUEUE);
+    let writer = tokio::spawn(write_loop(sink, queue));
+    // Read to the end: after a Close, tungstenite queues the reply and
+    // completes the handshake while the stream is still being read.
+    while let Some(Ok(msg)) = stream.next().await {
+        if (msg.is_text() || msg.is_binary()) && out.send(msg).await.is_err() {
+            break;
+        }
+    }
+    drop(out);
+    let _ = writer.await;
+}
