@@ -23,6 +23,10 @@ struct Args {
     relay: String,
     clients: usize,
     minutes: u64,
+    /// One message per user every this many ms (0: no messages).
+    message_every_ms: u64,
+    /// Reconnect a fifth of the clients every minute.
+    churn: bool,
 }
 
 fn args() -> Result<Args> {
@@ -30,6 +34,8 @@ fn args() -> Result<Args> {
         relay: "target/release/relay".into(),
         clients: 2_000,
         minutes: 10,
+        message_every_ms: 2_000,
+        churn: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,7 +44,12 @@ fn args() -> Result<Args> {
             "--relay" => args.relay = value,
             "--clients" => args.clients = value.parse()?,
             "--minutes" => args.minutes = value.parse()?,
-            other => bail!("unknown flag {other} (--relay PATH, --clients N, --minutes M)"),
+            "--message-every-ms" => args.message_every_ms = value.parse()?,
+            "--churn" => args.churn = value.parse()?,
+            other => bail!(
+                "unknown flag {other} (--relay PATH, --clients N, --minutes M, \
+                 --message-every-ms MS, --churn true|false)"
+            ),
         }
     }
     Ok(args)
@@ -127,6 +138,8 @@ async fn main() -> Result<()> {
         let (received, reconnects) = (received.clone(), reconnects.clone());
         let (mut stop, mut churn) = (stop_rx.clone(), churn_rx.clone());
         let hello = hello.clone();
+        let every = Duration::from_millis(args.message_every_ms.max(1));
+        let sends = tab == 0 && args.message_every_ms > 0;
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             loop {
@@ -134,7 +147,7 @@ async fn main() -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
-                let mut ticker = tokio::time::interval(Duration::from_secs(2));
+                let mut ticker = tokio::time::interval(every);
                 loop {
                     tokio::select! {
                         frame = futures_util::StreamExt::next(&mut ws) => match frame {
@@ -142,7 +155,7 @@ async fn main() -> Result<()> {
                             Some(Ok(_)) => {}
                             _ => break,
                         },
-                        _ = ticker.tick(), if tab == 0 => {
+                        _ = ticker.tick(), if sends => {
                             sent += 1;
                             let msg = ClientMsg::Send {
                                 conversation,
@@ -185,7 +198,9 @@ async fn main() -> Result<()> {
         samples.push((minutes, rss as f64));
         if soak_started.elapsed() >= Duration::from_secs(60 * (round + 1)) {
             round += 1;
-            churn_tx.send_replace(round);
+            if args.churn {
+                churn_tx.send_replace(round);
+            }
             println!(
                 "minute {round}: {rss} KiB, {fds} fds, {} frames received, {} reconnects",
                 received.load(Ordering::Relaxed),
