@@ -484,49 +484,45 @@ impl Core {
             return;
         }
         let expires = now + millis(TYPING_EXPIRY);
-        match conversation.typing.get_mut(&me) {
-            Some(typist) if now < typist.last_frame + millis(TYPING_MIN_INTERVAL) => {}
+        let started = match conversation.typing.get_mut(&me) {
+            Some(typist) if now < typist.last_frame + millis(TYPING_MIN_INTERVAL) => false,
             Some(typist) => {
                 typist.expires = expires;
                 typist.last_frame = now;
+                false
             }
             None => {
-                conversation.typing.insert(
-                    me,
-                    Typist {
-                        expires,
-                        last_frame: now,
-                    },
-                );
+                let typist = Typist {
+                    expires,
+                    last_frame: now,
+                };
+                conversation.typing.insert(me, typist);
                 self.typists.insert((id, me));
-                let others: Vec<UserId> = conversation
-                    .participants
-                    .iter()
-                    .copied()
-                    .filter(|u| *u != me)
-                    .collect();
-                let to = self.conns_of(others.iter());
-                self.send(
-                    to,
-                    ServerMsg::Typing {
-                        conversation: id,
-                        user: me,
-                        active: true,
-                    },
-                );
+                true
             }
+        };
+        if started {
+            self.announce_typing(id, me, true);
         }
     }
 
     /// Ends `user`'s typing in `id`, telling the other participants.
     fn stop_typing(&mut self, id: ConversationId, user: UserId) {
         self.typists.remove(&(id, user));
-        let Some(conversation) = self.conversations.get_mut(&id) else {
+        let stopped = self
+            .conversations
+            .get_mut(&id)
+            .is_some_and(|c| c.typing.remove(&user).is_some());
+        if stopped {
+            self.announce_typing(id, user, false);
+        }
+    }
+
+    /// Tells the other participants that `user` started or stopped typing.
+    fn announce_typing(&mut self, id: ConversationId, user: UserId, active: bool) {
+        let Some(conversation) = self.conversations.get(&id) else {
             return;
         };
-        if conversation.typing.remove(&user).is_none() {
-            return;
-        }
         let others: Vec<UserId> = conversation
             .participants
             .iter()
@@ -539,7 +535,7 @@ impl Core {
             ServerMsg::Typing {
                 conversation: id,
                 user,
-                active: false,
+                active,
             },
         );
     }

@@ -52,16 +52,15 @@ pub fn test() -> Result<()> {
         });
     };
 
-    stage("format (cargo fmt --check)", &mut || {
-        cmd::run(
-            tools
-                .command("cargo")
-                .args(["fmt", "--all", "--", "--check"]),
-        )?;
+    let cargo = |args: &[&str]| -> Result<TestCount> {
+        cmd::run(tools.command("cargo").args(args))?;
         Ok(TestCount::default())
+    };
+    stage("format (cargo fmt --check)", &mut || {
+        cargo(&["fmt", "--all", "--", "--check"])
     });
     stage("lints (clippy, native crates)", &mut || {
-        cmd::run(tools.command("cargo").args([
+        cargo(&[
             "clippy",
             "--workspace",
             "--exclude",
@@ -70,11 +69,10 @@ pub fn test() -> Result<()> {
             "--",
             "-D",
             "warnings",
-        ]))?;
-        Ok(TestCount::default())
+        ])
     });
     stage("lints (clippy, browser app)", &mut || {
-        cmd::run(tools.command("cargo").args([
+        cargo(&[
             "clippy",
             "--package",
             "frontend",
@@ -84,8 +82,7 @@ pub fn test() -> Result<()> {
             "--",
             "-D",
             "warnings",
-        ]))?;
-        Ok(TestCount::default())
+        ])
     });
     stage("native tests (shared, relay, bench, xtask)", &mut || {
         let out = cmd::run_tee(tools.command("cargo").args([
