@@ -24,6 +24,17 @@ async fn signed_in(stack: &Stack, name: &str) -> Result<Browser> {
     Ok(browser)
 }
 
+/// Signs alice and bob in, each in their own browser, and opens their dialog.
+async fn alice_and_bob_in_a_dialog(stack: &Stack) -> Result<(Browser, Browser)> {
+    let alice = signed_in(stack, "alice").await?;
+    let bob = signed_in(stack, "bob").await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    dialog(&alice, &bob).await?;
+    Ok((alice, bob))
+}
+
 /// Opens the dialog between the two and waits until both show it.
 async fn dialog(alice: &Browser, bob: &Browser) -> Result<()> {
     alice.choose_user("bob").await?;
@@ -208,12 +219,7 @@ async fn a_second_tab_has_the_history_and_one_dialog_from_both_sides() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_ends_nothing_but_leaving_for_good_ends_the_dialog() -> Result<()> {
     let stack = Stack::start(quick()).await?;
-    let alice = signed_in(&stack, "alice").await?;
-    let bob = signed_in(&stack, "bob").await?;
-    alice
-        .wait_for_text("ul[aria-label='Online users']", "bob")
-        .await?;
-    dialog(&alice, &bob).await?;
+    let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
     alice
         .send_message("Conversation with bob", "still here?")
         .await?;
@@ -303,12 +309,7 @@ async fn a_relay_restart_keeps_people_signed_in_and_says_what_ended() -> Result<
     let mut config = Config::defaults();
     config.db = db.clone();
     let mut stack = Stack::start(config).await?;
-    let alice = signed_in(&stack, "alice").await?;
-    let bob = signed_in(&stack, "bob").await?;
-    alice
-        .wait_for_text("ul[aria-label='Online users']", "bob")
-        .await?;
-    dialog(&alice, &bob).await?;
+    let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
     alice
         .send_message("Conversation with bob", "before the restart")
         .await?;
@@ -540,12 +541,7 @@ async fn screenshots_wide_and_phone() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_ticks_and_presence_states_between_browsers() -> Result<()> {
     let stack = Stack::start(Config::defaults()).await?;
-    let alice = signed_in(&stack, "alice").await?;
-    let bob = signed_in(&stack, "bob").await?;
-    alice
-        .wait_for_text("ul[aria-label='Online users']", "bob")
-        .await?;
-    dialog(&alice, &bob).await?;
+    let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
     alice
         .wait_for_text(".user-list .activity", "active")
         .await?;
@@ -621,12 +617,7 @@ async fn typing_ticks_and_presence_states_between_browsers() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_counts_in_the_title_and_the_transcript_download() -> Result<()> {
     let stack = Stack::start(Config::defaults()).await?;
-    let alice = signed_in(&stack, "alice").await?;
-    let bob = signed_in(&stack, "bob").await?;
-    alice
-        .wait_for_text("ul[aria-label='Online users']", "bob")
-        .await?;
-    dialog(&alice, &bob).await?;
+    let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
     // Notifications are offered, never asked for on load (a headless
     // browser refuses any request, which would show as "denied").
     let permission = bob
@@ -751,12 +742,7 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
         "\u{202e}<script>window.__xss=1</script>",
     ];
     let stack = Stack::start(Config::defaults()).await?;
-    let alice = signed_in(&stack, "alice").await?;
-    let bob = signed_in(&stack, "bob").await?;
-    alice
-        .wait_for_text("ul[aria-label='Online users']", "bob")
-        .await?;
-    dialog(&alice, &bob).await?;
+    let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
     for payload in PAYLOADS {
         // Typed as the user would; WebDriver types the text literally.
         alice.send_message("Conversation with bob", payload).await?;

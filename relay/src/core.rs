@@ -468,17 +468,11 @@ impl Core {
     /// SPEC B1: announce a typist to the others once, then keep them
     /// typing until they stop for [`TYPING_EXPIRY`], send, or leave.
     fn typing(&mut self, conn: ConnId, me: UserId, id: ConversationId, now: Millis) {
-        let Some(conversation) = self
-            .conversations
-            .get_mut(&id)
-            .filter(|c| c.holders.contains(&me))
-        else {
-            return self.refuse(
-                conn,
-                ErrorKind::NoSuchConversation,
-                "no such conversation",
-                None,
-            );
+        if !self.holds(me, id) {
+            return self.refuse_unknown(conn, None);
+        }
+        let Some(conversation) = self.conversations.get_mut(&id) else {
+            return;
         };
         if !conversation.is_live() {
             return;
@@ -544,17 +538,11 @@ impl Core {
     /// every holder's tabs hear when they move (the user's own other tabs
     /// included, so unread counts agree).
     fn marks(&mut self, conn: ConnId, me: UserId, id: ConversationId, delivered: Seq, read: Seq) {
-        let Some(conversation) = self
-            .conversations
-            .get_mut(&id)
-            .filter(|c| c.holders.contains(&me))
-        else {
-            return self.refuse(
-                conn,
-                ErrorKind::NoSuchConversation,
-                "no such conversation",
-                None,
-            );
+        if !self.holds(me, id) {
+            return self.refuse_unknown(conn, None);
+        }
+        let Some(conversation) = self.conversations.get_mut(&id) else {
+            return;
         };
         let last = conversation.last_seq();
         let read = read.min(last);
@@ -783,12 +771,11 @@ impl Core {
         let refuse = |core: &mut Core, kind, message: &str| {
             core.refuse(conn, kind, message, Some(client_id))
         };
-        let Some(conversation) = self
-            .conversations
-            .get(&id)
-            .filter(|c| c.holders.contains(&me))
-        else {
-            return refuse(self, ErrorKind::NoSuchConversation, "no such conversation");
+        if !self.holds(me, id) {
+            return self.refuse_unknown(conn, Some(client_id));
+        }
+        let Some(conversation) = self.conversations.get(&id) else {
+            return;
         };
         if !conversation.is_live() {
             return refuse(
@@ -863,17 +850,8 @@ impl Core {
 
     /// SPEC C8: leave (or close an ended conversation).
     fn leave(&mut self, conn: ConnId, me: UserId, id: ConversationId) {
-        let held = self
-            .conversations
-            .get(&id)
-            .is_some_and(|c| c.holders.contains(&me));
-        if !held {
-            return self.refuse(
-                conn,
-                ErrorKind::NoSuchConversation,
-                "no such conversation",
-                None,
-            );
+        if !self.holds(me, id) {
+            return self.refuse_unknown(conn, None);
         }
         if let Some(state) = self.users.get_mut(&me) {
             state.conversations.remove(&id);
@@ -929,6 +907,23 @@ impl Core {
         {
             self.conversations.remove(&id);
         }
+    }
+
+    /// True if `user`'s list shows conversation `id` (SPEC L2: all else is
+    /// "no such conversation", whether it exists or not).
+    fn holds(&self, user: UserId, id: ConversationId) -> bool {
+        self.conversations
+            .get(&id)
+            .is_some_and(|c| c.holders.contains(&user))
+    }
+
+    fn refuse_unknown(&mut self, conn: ConnId, client_id: Option<ClientMsgId>) {
+        self.refuse(
+            conn,
+            ErrorKind::NoSuchConversation,
+            "no such conversation",
+            client_id,
+        );
     }
 
     fn conns_of<'a>(&self, users: impl Iterator<Item = &'a UserId>) -> Vec<ConnId> {
