@@ -42,6 +42,16 @@ pub async fn login(addr: SocketAddr, name: &str, password: &str) -> Result<Strin
     Ok(cookie.split(';').next().unwrap_or_default().to_string())
 }
 
+/// `GET path` over HTTP/1.1; the response body.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 /// Opens a WebSocket with the cookie and the page's origin, and says hello.
 pub async fn connect(addr: SocketAddr, cookie: &str, hello: &ClientMsg) -> Result<(Ws, ServerMsg)> {
     let mut request = format!("ws://{addr}/ws").into_client_request()?;
