@@ -49,7 +49,10 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<String> {
     tcp.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     tcp.read_to_string(&mut response).await?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 /// Opens a WebSocket with the cookie and the page's origin, and says hello.

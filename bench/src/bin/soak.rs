@@ -218,7 +218,10 @@ async fn main() -> Result<()> {
     let after = process_usage(pid);
     let per_minute = slope(&samples);
     let metrics = bench::get(addr, "/metrics").await.unwrap_or_default();
-    for line in metrics.lines().filter(|l| l.starts_with("chat_") && !l.contains("errors_total")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("chat_") && !l.contains("errors_total"))
+    {
         println!("after all left: {line}");
     }
     println!("---");
