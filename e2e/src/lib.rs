@@ -6,10 +6,8 @@
 //! # async fn scenario() -> anyhow::Result<()> {
 //! let stack = e2e::Stack::start(relay::Config::defaults()).await?;
 //! let alice = stack.browser().await?;
-//! alice.open("/").await?;
-//! alice.sign_in_via_api("alice", "correct horse").await?;
-//! alice.reload().await?;
-//! alice.wait_for_text("[role=status]", "Connected").await?;
+//! alice.sign_in("alice", "correct horse battery").await?; // waits for "Connected"
+//! alice.wait_for_text("h1", "Chat").await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -216,28 +214,6 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Signs in (or up) through the relay's API from inside the page, as
-    /// the page's own script would; the browser keeps the session cookie.
-    pub async fn sign_in_via_api(&self, name: &str, password: &str) -> Result<()> {
-        let script = r#"
-            const [name, password, done] = arguments;
-            fetch('/api/login', {
-                method: 'POST',
-                headers: { 'Content-Type': 'application/json' },
-                body: JSON.stringify({ name, password }),
-            }).then(r => done(r.status), e => done(String(e)));
-        "#;
-        let status = self
-            .client
-            .execute_async(script, vec![name.into(), password.into()])
-            .await
-            .context("signing in")?;
-        if status != serde_json::json!(200) {
-            bail!("sign-in as {name} answered {status}");
-        }
-        Ok(())
     }
 
     /// Signs in through the page's form, as a person would, and waits until

@@ -273,19 +273,6 @@ const LAG: Lag = Lag {
     stragglers: Duration::from_millis(100),
 };
 
-/// A fixed-seed xorshift, so that every run cuts at the same offsets.
-#[derive(Debug)]
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
 /// How far a page has got, for the test to wait on.
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
@@ -536,7 +523,7 @@ async fn r2_c5_c6_a_dialog_under_repeated_cuts_keeps_one_total_order() {
     }
 
     // Cut every connection every 200–400 ms until both have typed all.
-    let mut rng = Xorshift(0x5eed_cafe_f00d_0001);
+    let mut rng = crate::Rng(0x5eed_cafe_f00d_0001);
     let mut cuts = 0;
     let started = Instant::now();
     let [a_watch, b_watch] = &mut watching[..] else {

@@ -10,25 +10,7 @@ use shared::protocol::{close_code, ClientMsg, ConversationId, ErrorKind, ServerM
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{
-    closed, config, next_error, next_message, open, post, recv, send, TestRelay, PASSWORD,
-};
-
-/// A deterministic pseudo-random source (xorshift64*): reproducible input.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::{closed, config, next_error, next_message, open, post, recv, send, TestRelay};
 
 /// SPEC S4, L1: an expired session and a made-up one are refused (401);
 /// tokens are distinct and long (256 bits in base64url).
@@ -278,7 +260,7 @@ async fn l7_ten_thousand_malformed_frames() {
         b"{}",
         br#"{"type":"ping","nonce":18446744073709551615}"#,
     ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = crate::Rng(0x9e37_79b9_7f4a_7c15);
     let mut sent = 0;
     let mut errors = 0;
     let mut round = 0;
@@ -287,12 +269,12 @@ async fn l7_ten_thousand_malformed_frames() {
         let (mut ws, _) = relay.tab(&people[round % people.len()]).await;
         // Nine per connection: under the limit of ten a minute.
         for _ in 0..9 {
-            let mut frame = seeds[rng.below(seeds.len())].to_vec();
+            let mut frame = seeds[rng.below(seeds.len() as u64) as usize].to_vec();
             for _ in 0..1 + rng.below(4) {
                 if frame.is_empty() {
                     frame.push(b'{');
                 }
-                let at = rng.below(frame.len());
+                let at = rng.below(frame.len() as u64) as usize;
                 match rng.below(3) {
                     0 => frame[at] = rng.next() as u8,
                     1 => {
@@ -300,7 +282,7 @@ async fn l7_ten_thousand_malformed_frames() {
                     }
                     _ => {
                         let noise = b"{}[]\":,\\\x00\xff";
-                        frame.insert(at, noise[rng.below(noise.len())]);
+                        frame.insert(at, noise[rng.below(noise.len() as u64) as usize]);
                     }
                 }
             }
@@ -354,53 +336,24 @@ async fn l3_two_mib_frames_close_with_1009_and_relay_memory_stays_put() {
         assert!(Instant::now() < deadline, "the relay did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cookie = login_over_http(addr, "alice").await;
-    let origin = format!("http://{addr}");
-    let connect = || {
-        let (cookie, origin) = (cookie.clone(), origin.clone());
-        async move {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().unwrap());
-            request
-                .headers_mut()
-                .insert("Cookie", cookie.parse().unwrap());
-            tokio_tungstenite::connect_async(request).await.unwrap().0
-        }
+    let cookie = crate::login_at(addr, "alice").await.cookie;
+    let hello = ClientMsg::Hello {
+        protocol: shared::protocol::PROTOCOL_VERSION,
+        resume: vec![],
     };
-    // Warm up, then measure.
-    let mut ws = connect().await;
-    send(
-        &mut ws,
-        &ClientMsg::Hello {
-            protocol: shared::protocol::PROTOCOL_VERSION,
-            resume: vec![],
-        },
-    )
-    .await;
-    recv(&mut ws).await;
-    let before = rss_kib(pid);
+    // Warm up (a welcomed tab), then measure.
+    let (mut ws, _) = bench::connect(addr, &cookie, &hello).await.unwrap();
+    let before = bench::process_usage(pid).0;
     let big = "y".repeat(2 * 1024 * 1024);
     for _ in 0..10 {
-        let mut ws = connect().await;
-        send(
-            &mut ws,
-            &ClientMsg::Hello {
-                protocol: shared::protocol::PROTOCOL_VERSION,
-                resume: vec![],
-            },
-        )
-        .await;
-        recv(&mut ws).await;
+        let (mut ws, _) = bench::connect(addr, &cookie, &hello).await.unwrap();
         let _ = ws.send(Message::text(big.clone())).await;
         assert_eq!(
             closed(&mut ws).await,
             Some(CloseCode::from(close_code::MESSAGE_TOO_BIG))
         );
     }
-    let after = rss_kib(pid);
+    let after = bench::process_usage(pid).0;
     let grown = after.saturating_sub(before);
     assert!(
         grown < 2 * 1024,
@@ -410,37 +363,4 @@ async fn l3_two_mib_frames_close_with_1009_and_relay_memory_stays_put() {
     assert_eq!(recv(&mut ws).await, ServerMsg::Pong { nonce: 3 });
     println!("figure: ten 2 MiB frames -> ten 1009 closes; relay RSS {before} KiB -> {after} KiB");
     child.kill().await.unwrap();
-}
-
-async fn login_over_http(addr: std::net::SocketAddr, name: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = serde_json::json!({ "name": name, "password": PASSWORD }).to_string();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let cookie = response
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .expect("a session cookie");
-    cookie.split(';').next().unwrap().to_string()
-}
-
-/// A process's resident memory in KiB (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }

@@ -111,35 +111,7 @@ impl TestRelay {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Response {
-        let mut tcp = TcpStream::connect(self.addr).await.unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        timeout(PATIENCE, tcp.read_to_string(&mut raw))
-            .await
-            .unwrap()
-            .unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let mut lines = head.lines();
-        let status = lines.next().unwrap()[9..12].parse().unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(": "))
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        Response {
-            status,
-            headers,
-            body: body.to_string(),
-        }
+        http(self.addr, method, path, headers, body).await.unwrap()
     }
 
     async fn login_raw(&self, name: &str, password: &str) -> Response {
@@ -155,14 +127,7 @@ impl TestRelay {
 
     /// Signs in (or up) and returns the browser's cookie.
     async fn login(&self, name: &str) -> Browser {
-        let response = self.login_raw(name, PASSWORD).await;
-        assert_eq!(response.status, 200, "{response:?}");
-        let set_cookie = response.header("set-cookie").unwrap();
-        let cookie = set_cookie.split(';').next().unwrap().to_string();
-        Browser {
-            cookie,
-            user: serde_json::from_str(&response.body).unwrap(),
-        }
+        login_at(self.addr, name).await
     }
 
     /// Opens a WebSocket for `browser` (no hello yet).
@@ -243,6 +208,85 @@ impl TestRelay {
 struct Welcome {
     online: Vec<String>,
     conversations: Vec<shared::protocol::ConversationSnapshot>,
+}
+
+/// How long an HTTP exchange may take (generous: tests run on busy machines).
+const HTTP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// One HTTP/1.1 exchange with `Connection: close`; an error if there is no
+/// connection or no answer.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Response> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    tcp.write_all(request.as_bytes()).await?;
+    let mut raw = String::new();
+    timeout(HTTP_PATIENCE, tcp.read_to_string(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.get(9..12))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, raw.clone()))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// Signs in (or up) as `name` with the test password at the relay on `addr`.
+async fn login_at(addr: SocketAddr, name: impl AsRef<str>) -> Browser {
+    let body = serde_json::json!({ "name": name.as_ref(), "password": PASSWORD }).to_string();
+    let headers = [("Content-Type", "application/json")];
+    let response = http(addr, "POST", "/api/login", &headers, &body)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let cookie = response.header("set-cookie").unwrap();
+    Browser {
+        cookie: cookie.split(';').next().unwrap().to_string(),
+        user: serde_json::from_str(&response.body).unwrap(),
+    }
+}
+
+/// A deterministic pseudo-random source (xorshift64*), so that every run
+/// sees the same input.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMsg) {

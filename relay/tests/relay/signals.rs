@@ -22,8 +22,6 @@ use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{
     close_code, ClientMsg, ClientMsgId, ConversationId, ServerMsg, UserId, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -31,7 +29,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Browser, Response, Ws, PASSWORD};
+use super::{http, login_at, Browser, Ws};
 
 /// Client processes per user: the relay's default cap (SPEC L5).
 const TABS_PER_USER: usize = 32;
@@ -228,63 +226,6 @@ fn open_file_limits() -> Option<(u64, u64)> {
 }
 
 // ----------------------------------------------------------------- clients
-
-/// One HTTP/1.1 exchange with `Connection: close`; an error if there is no
-/// connection or no answer.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<Response> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    tcp.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    timeout(STEP, tcp.read_to_string(&mut raw))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.get(9..12))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, raw.clone()))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: body.to_string(),
-    })
-}
-
-/// Signs in (or up) as `name`.
-async fn login(addr: SocketAddr, name: String) -> Browser {
-    let body = serde_json::json!({ "name": name, "password": PASSWORD }).to_string();
-    let headers = [("Content-Type", "application/json")];
-    let response = http(addr, "POST", "/api/login", &headers, &body)
-        .await
-        .unwrap();
-    assert_eq!(response.status, 200, "{response:?}");
-    let cookie = response.header("set-cookie").unwrap();
-    Browser {
-        cookie: cookie.split(';').next().unwrap().to_string(),
-        user: serde_json::from_str(&response.body).unwrap(),
-    }
-}
 
 /// Asserts that `browser`'s cookie still signs in (`/api/me` 200, same user).
 async fn still_signed_in(addr: SocketAddr, browser: &Browser) {
@@ -618,7 +559,7 @@ async fn r3_sigterm_with_1024_sockets() {
     ];
     let mut relay = RelayProcess::start(addr, &scratch, &flags).await;
 
-    let mut browsers = join_all((0..=USERS).map(|u| login(addr, format!("user{u:02}")))).await;
+    let mut browsers = join_all((0..=USERS).map(|u| login_at(addr, format!("user{u:02}")))).await;
     let latecomer = browsers.pop().unwrap();
 
     let (phase_tx, phase) = watch::channel(Phase::Wait);
@@ -812,7 +753,7 @@ async fn r1_s4_sigkill_and_restart_every_tab_comes_back() {
     let scratch = Scratch::new("sigkill");
     let addr = free_addr();
     let mut relay = RelayProcess::start(addr, &scratch, &[]).await;
-    let browsers = join_all((0..KILL_USERS).map(|u| login(addr, format!("kill{u:02}")))).await;
+    let browsers = join_all((0..KILL_USERS).map(|u| login_at(addr, format!("kill{u:02}")))).await;
     let tabs = open_tabs(addr, &browsers, KILL_TABS, |u, t, ws| {
         let jitter = Jitter::seeded(u * KILL_TABS + t);
         tokio::spawn(returning_tab(ws, addr, browsers[u].clone(), jitter))
