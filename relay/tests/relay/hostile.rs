@@ -20,28 +20,10 @@ async fn s4_expired_and_forged_sessions_get_401_and_tokens_are_random() {
     config.session_idle = Duration::from_millis(600);
     let relay = TestRelay::start(config).await;
     let alice = relay.login("alice").await;
-    assert_eq!(
-        relay
-            .http("GET", "/api/me", &[("Cookie", &alice.cookie)], "")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(relay.me_status(&alice).await, 200);
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(
-        relay
-            .http("GET", "/api/me", &[("Cookie", &alice.cookie)], "")
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        relay
-            .try_connect(Some(&alice), Some(&relay.origin()))
-            .await
-            .err(),
-        Some(401)
-    );
+    assert_eq!(relay.me_status(&alice).await, 401);
+    assert_eq!(relay.upgrade_refusal(&alice).await, Some(401));
 
     let mut tokens = HashSet::new();
     for _ in 0..20 {

@@ -130,6 +130,20 @@ impl TestRelay {
         login_at(self.addr, name).await
     }
 
+    /// The status of `GET /api/me` with this browser's cookie.
+    async fn me_status(&self, browser: &Browser) -> u16 {
+        let cookie = [("Cookie", browser.cookie.as_str())];
+        self.http("GET", "/api/me", &cookie, "").await.status
+    }
+
+    /// The status that refused this browser's upgrade from the page's own
+    /// origin, or `None` if it was let in.
+    async fn upgrade_refusal(&self, browser: &Browser) -> Option<u16> {
+        self.try_connect(Some(browser), Some(&self.origin()))
+            .await
+            .err()
+    }
+
     /// Opens a WebSocket for `browser` (no hello yet).
     async fn try_connect(
         &self,
@@ -543,20 +557,8 @@ async fn s5_log_out_closes_this_browsers_tabs_only() {
 
     send(&mut phone_tab, &ClientMsg::Ping { nonce: 1 }).await;
     assert_eq!(recv(&mut phone_tab).await, ServerMsg::Pong { nonce: 1 });
-    assert_eq!(
-        relay
-            .http("GET", "/api/me", &[("Cookie", &laptop.cookie)], "")
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        relay
-            .try_connect(Some(&laptop), Some(&relay.origin()))
-            .await
-            .err(),
-        Some(401)
-    );
+    assert_eq!(relay.me_status(&laptop).await, 401);
+    assert_eq!(relay.upgrade_refusal(&laptop).await, Some(401));
     relay.stop().await;
 }
 
