@@ -135,13 +135,14 @@ pub async fn logout(relay: Relay, cookie: Option<String>) -> Response {
         }
         if let Some(session) = relay.sessions().detach(&hash) {
             tracing::info!(user = session.group.user.id.0, "signed out");
-            relay
-                .hub()
-                .send(Command::EndSession {
-                    session: session.id,
-                })
-                .await;
         }
+        // Always: in cluster mode the browser's tabs may be on other relays.
+        relay
+            .hub()
+            .send(Command::EndSession {
+                session: crate::sessions::session_id(&hash),
+            })
+            .await;
     }
     let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     let reply = reply::with_status(reply::reply(), StatusCode::NO_CONTENT);

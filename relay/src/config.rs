@@ -31,6 +31,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_REDIS")]
     pub redis: Option<String>,
 
+    /// Cluster mode: a relay that has not refreshed its key in Redis for
+    /// this long is taken for dead and its users' connections end.
+    #[arg(long, env = "CHAT_RELAY_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub relay_ttl: Duration,
+
     /// How often the relay pings each connection.
     #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -156,10 +161,8 @@ impl Config {
         {
             return Err("--max-connections-per-user, --max-conversations-per-user and --history must be at least 1".into());
         }
-        if self.redis.is_some() {
-            return Err("--redis: cluster mode is not available in this build yet; \
-                 run without --redis for the single-relay mode"
-                .into());
+        if self.relay_ttl < Duration::from_millis(100) {
+            return Err("--relay-ttl must be at least 100ms".into());
         }
         Ok(())
     }

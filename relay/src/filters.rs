@@ -18,7 +18,7 @@ const MAX_LOGIN_BODY: u64 = 4 * 1024;
 /// Every route of the relay.
 pub fn routes(relay: Relay) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let static_dir = relay.config().static_dir.clone();
-    healthz()
+    healthz(relay.clone())
         .or(metrics(relay.clone()))
         .or(login(relay.clone()))
         .or(logout(relay.clone()))
@@ -69,11 +69,25 @@ pub fn me(relay: Relay) -> impl Filter<Extract = (Response,), Error = Rejection>
         .then(api::me)
 }
 
-/// `GET /healthz`: 200 while the relay serves.
-pub fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })))
+/// `GET /healthz`: 200 while the relay serves; in cluster mode 503
+/// `degraded` while Redis does not answer (local clients stay connected).
+pub fn healthz(relay: Relay) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("healthz").and(warp::get()).map(move || {
+        if relay.healthy() {
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({ "status": "ok" })),
+                StatusCode::OK,
+            )
+        } else {
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({
+                    "status": "degraded",
+                    "redis": "unreachable",
+                })),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
+    })
 }
 
 /// `GET /ws`: the WebSocket of one client process, for a signed-in user

@@ -6,13 +6,18 @@
 //! recipients' bounded queues. A recipient whose queue is full is dropped
 //! on the spot (SPEC L6): nobody waits for a slow reader.
 //!
+//! In cluster mode ([`crate::cluster`]) the hub applies events from the
+//! cluster's log instead: it appends what its own connections do, applies
+//! every relay's events in log order when it reads them back, and delivers
+//! the core's frames to the connections it holds.
+//!
 //! Shutdown (SPEC R3) is a point in that same order: the hub orders every
 //! connection closed with 1012, behind whatever it already queued for it,
 //! and stamps nothing after. So a message confirmed to its sender was
 //! queued to every recipient before their close frame, and a message that
 //! comes later is never confirmed: it stays pending in the page.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use warp::ws::Message;
 
+use crate::cluster::{self, Appender, Event, EventKind, HubLink};
 use crate::core::{ConnId, Core, Limits, Millis, Outbound, SessionId};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -92,12 +98,25 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub task. It runs until every `Hub` handle is dropped;
-    /// once `shutdown` fires it closes every connection and stamps nothing more.
-    pub fn spawn(limits: Limits, metrics: Arc<Metrics>, shutdown: Shutdown) -> Hub {
+    /// once `shutdown` fires it closes every connection and stamps nothing
+    /// more. With a `link` it runs in cluster mode: its events come from
+    /// the cluster's log.
+    pub fn spawn(
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+        link: Option<HubLink>,
+    ) -> Hub {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         // Grace periods end and presence batches go out on this beat.
         let tick = limits.presence_batch;
-        tokio::spawn(run(Core::new(limits), tick, rx, metrics, shutdown));
+        let state = State {
+            core: Core::new(limits),
+            conns: HashMap::new(),
+            metrics,
+            closing: false,
+        };
+        tokio::spawn(run(state, link.map(Replica::new), tick, rx, shutdown));
         Hub { tx }
     }
 
@@ -114,110 +133,303 @@ pub fn now_millis() -> Millis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What the hub task owns.
+struct State {
+    core: Core,
+    /// This relay's greeted connections.
+    conns: HashMap<ConnId, ConnHandle>,
+    metrics: Arc<Metrics>,
+    /// Shutdown has begun: new connections are sent away.
+    closing: bool,
+}
+
+/// What the hub keeps in cluster mode.
+struct Replica {
+    link: HubLink,
+    /// The number of the last event applied from each relay.
+    applied: HashMap<u64, u64>,
+    /// Every relay's live connections, as the log tells them.
+    by_relay: HashMap<u64, BTreeSet<ConnId>>,
+    /// The latest time in the log so far: the core's clock.
+    now: Millis,
+}
+
+impl Replica {
+    fn new(link: HubLink) -> Self {
+        Replica {
+            link,
+            applied: HashMap::new(),
+            by_relay: HashMap::new(),
+            now: 0,
+        }
+    }
+
+    fn appender(&self) -> &Appender {
+        &self.link.appender
+    }
+}
+
 async fn run(
-    mut core: Core,
+    mut state: State,
+    mut replica: Option<Replica>,
     tick: Duration,
     mut rx: mpsc::Receiver<Command>,
-    metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    let mut closing = false;
+    let local = replica.is_none();
     loop {
         tokio::select! {
             command = rx.recv() => {
                 let Some(command) = command else { break };
-                apply(&mut core, &mut conns, command, closing);
+                state.command(command, replica.as_mut()).await;
                 // Drain what else is waiting before writing, so bursts batch.
                 while let Ok(command) = rx.try_recv() {
-                    apply(&mut core, &mut conns, command, closing);
+                    state.command(command, replica.as_mut()).await;
                 }
             }
-            _ = ticker.tick() => core.tick(now_millis()),
+            events = next_events(&mut replica) => {
+                let (Some(events), Some(replica)) = (events, replica.as_mut()) else { break };
+                for event in events {
+                    state.event(replica, event);
+                }
+            }
+            // In cluster mode time advances by the log's ticks.
+            _ = ticker.tick(), if local => state.core.tick(now_millis()),
             // Everything applied so far was dispatched at the end of the
             // last turn, so each close order comes after those frames.
-            () = shutdown.recv(), if !closing => {
-                closing = true;
-                for (_, handle) in conns.drain() {
-                    let _ = handle
-                        .close
-                        .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
-                }
+            () = shutdown.recv(), if !state.closing => {
+                state.closing = true;
+                state.close_all();
             }
         }
-        dispatch(&mut core, &mut conns, &metrics);
+        loop {
+            let slow = state.dispatch();
+            if slow.is_empty() {
+                break;
+            }
+            for conn in slow {
+                state.drop_slow(conn, replica.as_mut()).await;
+            }
+        }
+        let metrics = &state.metrics;
         metrics
             .online_users
-            .store(core.online_count() as u64, Ordering::Relaxed);
+            .store(state.core.online_count() as u64, Ordering::Relaxed);
         metrics
             .conversations
-            .store(core.conversation_count() as u64, Ordering::Relaxed);
+            .store(state.core.conversation_count() as u64, Ordering::Relaxed);
         metrics
             .messages_relayed
-            .store(core.messages_stamped(), Ordering::Relaxed);
+            .store(state.core.messages_stamped(), Ordering::Relaxed);
     }
     debug!("hub stopped");
 }
 
-/// Applies one command; once `closing`, new connections are sent away and
-/// frames are dropped unstamped.
-fn apply(
-    core: &mut Core,
-    conns: &mut HashMap<ConnId, ConnHandle>,
-    command: Command,
-    closing: bool,
-) {
-    let now = now_millis();
-    match command {
-        Command::Connect { handle, .. } if closing => {
+/// The next batch read from the cluster's log; never, on a single relay.
+async fn next_events(replica: &mut Option<Replica>) -> Option<Vec<Event>> {
+    match replica {
+        Some(replica) => replica.link.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl State {
+    /// Applies one command from this relay; once `closing`, new
+    /// connections are sent away and frames are dropped unstamped. In
+    /// cluster mode the command goes to the log instead of the core.
+    async fn command(&mut self, command: Command, replica: Option<&mut Replica>) {
+        match command {
+            Command::Connect { handle, .. } if self.closing => {
+                let _ = handle
+                    .close
+                    .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+                return;
+            }
+            Command::Frame { .. } if self.closing => return,
+            _ => {}
+        }
+        let Some(replica) = replica else {
+            self.apply_local(command);
+            return;
+        };
+        let kind = match command {
+            Command::Connect {
+                conn,
+                session,
+                user,
+                resume,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                EventKind::Connect {
+                    conn: conn.0,
+                    session: session.0,
+                    user,
+                    resume,
+                }
+            }
+            // A heartbeat changes nothing shared: answered here, so clients
+            // stay connected while Redis is away.
+            Command::Frame {
+                conn,
+                msg: ClientMsg::Ping { nonce },
+            } => {
+                if let Some(handle) = self.conns.get(&conn) {
+                    let pong = Message::text(ServerMsg::Pong { nonce }.encode());
+                    if handle.out.try_send(pong).is_ok() {
+                        self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            }
+            Command::Frame { conn, msg } => EventKind::Frame { conn: conn.0, msg },
+            Command::Disconnect { conn } => {
+                self.conns.remove(&conn);
+                EventKind::Disconnect { conn: conn.0 }
+            }
+            Command::EndSession { session } => EventKind::EndSession { session: session.0 },
+        };
+        replica.appender().append(kind).await;
+    }
+
+    fn apply_local(&mut self, command: Command) {
+        let now = now_millis();
+        match command {
+            Command::Connect {
+                conn,
+                session,
+                user,
+                resume,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                self.core.connect(conn, session, user, &resume, now);
+            }
+            Command::Frame { conn, msg } => self.core.frame(conn, msg, now),
+            Command::Disconnect { conn } => {
+                self.conns.remove(&conn);
+                self.core.disconnect(conn, now);
+            }
+            Command::EndSession { session } => self.core.end_session(session, now),
+        }
+    }
+
+    /// Applies one event of the cluster's log, unless it is a duplicate.
+    fn event(&mut self, replica: &mut Replica, event: Event) {
+        let last = replica.applied.entry(event.relay).or_insert(0);
+        if event.n <= *last {
+            return;
+        }
+        if *last != 0 && event.n != *last + 1 {
+            warn!(
+                relay = event.relay,
+                missing = event.n - *last - 1,
+                "events of a relay are missing from the log"
+            );
+            self.metrics.log_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        *last = event.n;
+        replica.now = replica.now.max(event.now);
+        let now = replica.now;
+        match event.kind {
+            EventKind::Connect {
+                conn,
+                session,
+                user,
+                resume,
+            } => {
+                let conn = ConnId(conn);
+                replica
+                    .by_relay
+                    .entry(cluster::relay_of(conn.0))
+                    .or_default()
+                    .insert(conn);
+                self.core
+                    .connect(conn, SessionId(session), user, &resume, now);
+            }
+            EventKind::Frame { conn, msg } => self.core.frame(ConnId(conn), msg, now),
+            EventKind::Disconnect { conn } => {
+                let conn = ConnId(conn);
+                if let Some(conns) = replica.by_relay.get_mut(&cluster::relay_of(conn.0)) {
+                    conns.remove(&conn);
+                }
+                self.core.disconnect(conn, now);
+            }
+            EventKind::EndSession { session } => self.core.end_session(SessionId(session), now),
+            EventKind::Tick => self.core.tick(now),
+            EventKind::RelayGone { relay } => {
+                if relay == replica.link.relay {
+                    // The cluster took this relay for dead (Redis lost for
+                    // longer than the TTL): its clients are gone from every
+                    // core, so they reconnect to be seen again.
+                    warn!("the cluster took this relay for dead: reconnecting its clients");
+                    for (_, handle) in self.conns.drain() {
+                        let _ = handle
+                            .close
+                            .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+                    }
+                }
+                for conn in replica.by_relay.remove(&relay).unwrap_or_default() {
+                    self.core.disconnect(conn, now);
+                }
+            }
+        }
+    }
+
+    /// Orders every connection closed with 1012 (shutdown).
+    fn close_all(&mut self) {
+        for (_, handle) in self.conns.drain() {
             let _ = handle
                 .close
                 .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
         }
-        Command::Frame { .. } if closing => {}
-        Command::Connect {
-            conn,
-            session,
-            user,
-            resume,
-            handle,
-        } => {
-            conns.insert(conn, handle);
-            core.connect(conn, session, user, &resume, now);
-        }
-        Command::Frame { conn, msg } => core.frame(conn, msg, now),
-        Command::Disconnect { conn } => {
-            conns.remove(&conn);
-            core.disconnect(conn, now);
-        }
-        Command::EndSession { session } => core.end_session(session, now),
     }
-}
 
-fn dispatch(core: &mut Core, conns: &mut HashMap<ConnId, ConnHandle>, metrics: &Metrics) {
-    loop {
-        let outbound = core.take_outbound();
-        if outbound.is_empty() {
+    /// A connection whose queue was full: gone here at once; for the core
+    /// now (one relay) or when the log says so (cluster).
+    async fn drop_slow(&mut self, conn: ConnId, replica: Option<&mut Replica>) {
+        let Some(handle) = self.conns.remove(&conn) else {
             return;
+        };
+        warn!(conn = conn.0, "outbound queue full: dropping a slow client");
+        self.metrics.queue_drops.fetch_add(1, Ordering::Relaxed);
+        let _ = handle.close.send(CloseOrder::SlowConsumer);
+        match replica {
+            None => self.core.disconnect(conn, now_millis()),
+            Some(replica) => {
+                replica
+                    .appender()
+                    .append(EventKind::Disconnect { conn: conn.0 })
+                    .await;
+            }
         }
+    }
+
+    /// Delivers the core's effects to this relay's connections; returns
+    /// the connections whose queue was full.
+    fn dispatch(&mut self) -> Vec<ConnId> {
         let mut slow = Vec::new();
-        for effect in outbound {
+        for effect in self.core.take_outbound() {
             match effect {
                 Outbound::Send { to, msg } => {
-                    if let ServerMsg::Error { kind, .. } = &msg {
-                        metrics.error(*kind);
-                    }
-                    // Serialized once; each recipient's frame shares the bytes.
-                    let frame = Message::text(msg.encode());
+                    // Serialized once, and only if someone here gets it;
+                    // each recipient's frame shares the bytes.
+                    let mut frame = None;
                     for conn in to {
-                        let Some(handle) = conns.get(&conn) else {
+                        let Some(handle) = self.conns.get(&conn) else {
                             continue;
                         };
+                        let frame = frame.get_or_insert_with(|| {
+                            if let ServerMsg::Error { kind, .. } = &msg {
+                                self.metrics.error(*kind);
+                            }
+                            Message::text(msg.encode())
+                        });
                         match handle.out.try_send(frame.clone()) {
                             Ok(()) => {
-                                metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                                self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
                             Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -225,19 +437,14 @@ fn dispatch(core: &mut Core, conns: &mut HashMap<ConnId, ConnHandle>, metrics: &
                     }
                 }
                 Outbound::Close { conn, code, reason } => {
-                    if let Some(handle) = conns.remove(&conn) {
+                    if let Some(handle) = self.conns.remove(&conn) {
                         let _ = handle.close.send(CloseOrder::Close(code, reason));
                     }
                 }
             }
         }
-        for conn in slow {
-            if let Some(handle) = conns.remove(&conn) {
-                warn!(conn = conn.0, "outbound queue full: dropping a slow client");
-                metrics.queue_drops.fetch_add(1, Ordering::Relaxed);
-                let _ = handle.close.send(CloseOrder::SlowConsumer);
-                core.disconnect(conn, now_millis());
-            }
-        }
+        slow.sort();
+        slow.dedup();
+        slow
     }
 }

@@ -17,6 +17,8 @@
 //! - [`auth`]: name and password rules, argon2id, tokens, the sign-in
 //!   throttle; [`store`]: accounts and sessions (SQLite);
 //!   [`sessions`]: live sessions and the weak user registry.
+//! - [`cluster`]: cluster mode (`--redis`): the shared event log that every
+//!   relay's hub applies, relay membership, and the Redis store.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`fuzzing`]: the fuzz harness: a core behind a stand-in transport,
 //!   fed client frames cut from arbitrary bytes (SPEC L7).
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod connection;

@@ -25,6 +25,12 @@ pub struct Metrics {
     pub heartbeat_drops: AtomicU64,
     /// Sign-ins refused by the throttle (SPEC S3).
     pub throttled_logins: AtomicU64,
+    /// Cluster mode: failed calls to Redis.
+    pub redis_errors: AtomicU64,
+    /// Cluster mode: 1 while Redis answers, 0 while it does not.
+    pub redis_up: AtomicU64,
+    /// Cluster mode: times events of a relay were found missing in the log.
+    pub log_gaps: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
@@ -98,6 +104,24 @@ impl Metrics {
             "counter",
             "Sign-ins refused by the throttle.",
             &self.throttled_logins,
+        );
+        put(
+            "redis_errors_total",
+            "counter",
+            "Cluster mode: failed calls to Redis.",
+            &self.redis_errors,
+        );
+        put(
+            "redis_up",
+            "gauge",
+            "Cluster mode: 1 while Redis answers.",
+            &self.redis_up,
+        );
+        put(
+            "log_gaps_total",
+            "counter",
+            "Cluster mode: times events of a relay were missing from the log.",
+            &self.log_gaps,
         );
         let _ = writeln!(
             out,

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::auth::Throttle;
+use crate::cluster::{self, store::RedisStore, Cluster};
 use crate::config::Config;
 use crate::hub::{now_millis, Hub};
 use crate::metrics::Metrics;
@@ -42,12 +43,31 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
     next_connection: AtomicU64,
+    cluster: Option<Cluster>,
     _drain: DrainGuard,
 }
 
 impl Relay {
-    fn new(config: Config, store: Arc<dyn Store>, trigger: &Trigger) -> Self {
+    fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        cluster: Option<Cluster>,
+        trigger: &Trigger,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let link = cluster.as_ref().map(|cluster| {
+            let settings = cluster::Settings {
+                relay_ttl: config.relay_ttl,
+                tick: config.presence_batch,
+            };
+            cluster.start(settings, metrics.clone(), trigger.subscribe())
+        });
+        // In cluster mode connection ids carry the relay's number, so they
+        // are unique across relays.
+        let first_connection = cluster
+            .as_ref()
+            .map_or(0, |c| c.relay() << cluster::CONN_BITS)
+            + 1;
         let throttle = Throttle::new(
             config.login_failures_per_name,
             config.login_failures_per_address,
@@ -55,14 +75,15 @@ impl Relay {
         );
         Relay {
             inner: Arc::new(Inner {
-                hub: Hub::spawn(config.limits(), metrics.clone(), trigger.subscribe()),
+                hub: Hub::spawn(config.limits(), metrics.clone(), trigger.subscribe(), link),
                 config,
                 store,
                 sessions: Sessions::default(),
                 throttle: Mutex::new(throttle),
                 metrics,
                 shutdown: trigger.subscribe(),
-                next_connection: AtomicU64::new(1),
+                next_connection: AtomicU64::new(first_connection),
+                cluster,
                 _drain: trigger.guard(),
             }),
         }
@@ -106,14 +127,29 @@ impl Relay {
         self.inner.shutdown.clone()
     }
 
+    /// Cluster mode: false while Redis does not answer.
+    pub fn healthy(&self) -> bool {
+        self.inner.cluster.is_none() || self.inner.metrics.redis_up.load(Ordering::Relaxed) == 1
+    }
+
     /// A fresh id for a new connection, used in log spans.
     pub fn next_connection_id(&self) -> u64 {
         self.inner.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 }
 
-/// Opens the store named by `--db`.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+/// Opens the store named by `--db`, or joins the cluster at `--redis` and
+/// keeps accounts and sessions there.
+pub async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Cluster>), String> {
+    if let Some(url) = &config.redis {
+        let cluster = Cluster::join(url).await?;
+        let store = RedisStore::new(cluster.connection(), config.session_idle);
+        return Ok((Arc::new(store), Some(cluster)));
+    }
+    open_sqlite(config).map(|store| (store, None))
+}
+
+fn open_sqlite(config: &Config) -> Result<Arc<dyn Store>, String> {
     let store = if config.db.as_os_str() == ":memory:" {
         SqliteStore::in_memory()
     } else {
@@ -127,13 +163,14 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
 /// Serves the app, the API and the WebSocket on `listener` until `shutdown`
 /// resolves; then stops accepting, tells every WebSocket client that the
 /// relay is restarting (close code 1012) and returns once they are closed,
-/// or after `--shutdown-timeout`. Fails only if the store cannot be opened.
+/// or after `--shutdown-timeout`. Fails only if the store cannot be opened
+/// (or, with `--redis`, Redis cannot be reached at start).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let store = open_store(&config)?;
+    let (store, cluster) = open_store(&config).await?;
     check_static_dir(&config.static_dir);
     // Chat frames are small and latency matters: no Nagle delay. Accepted
     // sockets inherit the option from the listener on Linux.
@@ -142,7 +179,7 @@ pub async fn run(
     }
     let shutdown_timeout = config.shutdown_timeout;
     let trigger = Trigger::new();
-    let relay = Relay::new(config, store, &trigger);
+    let relay = Relay::new(config, store, cluster.clone(), &trigger);
     tokio::spawn(sweep_sessions(relay.clone()));
     let routes = crate::filters::routes(relay);
 
@@ -170,6 +207,9 @@ pub async fn run(
             timeout = %humantime::format_duration(shutdown_timeout),
             "connections still open at the shutdown timeout; leaving them"
         ),
+    }
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
     }
     Ok(())
 }

@@ -46,7 +46,15 @@ pub struct Sessions {
 struct Inner {
     by_token: HashMap<TokenHash, LiveSession>,
     registry: HashMap<UserId, Weak<SessionGroup>>,
-    next_id: u64,
+}
+
+/// The number of a browser's session: the first bytes of its token's hash,
+/// so every relay of a cluster gives a session the same number and a log
+/// out on one relay closes the browser's tabs on all of them.
+pub fn session_id(token: &TokenHash) -> SessionId {
+    let mut first = [0; 8];
+    first.copy_from_slice(&token.0[..8]);
+    SessionId(u64::from_le_bytes(first))
 }
 
 impl Sessions {
@@ -66,9 +74,8 @@ impl Sessions {
                 group
             }
         };
-        inner.next_id += 1;
         let session = LiveSession {
-            id: SessionId(inner.next_id),
+            id: session_id(&token),
             group,
             last_used: now,
         };
@@ -165,11 +172,11 @@ mod tests {
 
         // The same token maps to the same live session.
         let again = sessions.attach(TokenHash([1; 32]), alice(), 5);
-        assert_eq!(again.id, SessionId(1));
+        assert_eq!(again.id, session_id(&TokenHash([1; 32])));
         drop(again);
 
         let ended = sessions.detach(&TokenHash([1; 32])).map(|s| s.id);
-        assert_eq!(ended, Some(SessionId(1)));
+        assert_eq!(ended, Some(session_id(&TokenHash([1; 32]))));
         assert!(
             sessions.group(UserId(1)).is_some(),
             "the phone is still signed in"

@@ -75,12 +75,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// A folder for one relay's database, static files and logs; removed on drop.
 #[derive(Debug)]
-struct Scratch {
+pub(super) struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("chat-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("static")).unwrap();
@@ -97,7 +97,7 @@ impl Drop for Scratch {
 
 /// A `relay` child process, killed if it still runs when dropped.
 #[derive(Debug)]
-struct RelayProcess {
+pub(super) struct RelayProcess {
     child: Child,
     log: PathBuf,
 }
@@ -105,7 +105,7 @@ struct RelayProcess {
 impl RelayProcess {
     /// Starts `relay` on `addr` with the scratch folder's database and
     /// static files, and returns once `/healthz` answers.
-    async fn start(addr: SocketAddr, scratch: &Scratch, flags: &[&str]) -> Self {
+    pub(super) async fn start(addr: SocketAddr, scratch: &Scratch, flags: &[&str]) -> Self {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = scratch.dir.join(format!("relay-{n}.log"));
@@ -153,7 +153,7 @@ impl RelayProcess {
     }
 
     /// Sends a signal (`TERM`, `KILL`) with kill(1).
-    fn signal(&self, name: &str) {
+    pub(super) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("the relay is running");
         let status = std::process::Command::new("kill")
             .args(["-s", name, &pid.to_string()])
@@ -163,7 +163,7 @@ impl RelayProcess {
     }
 
     /// Waits for the process to end, at most `within`.
-    async fn exit(&mut self, within: Duration) -> ExitStatus {
+    pub(super) async fn exit(&mut self, within: Duration) -> ExitStatus {
         match timeout(within, self.child.wait()).await {
             Ok(status) => status.unwrap(),
             Err(_) => panic!("the relay still runs after {within:?}:\n{}", self.log()),
@@ -185,7 +185,7 @@ impl RelayProcess {
 }
 
 /// A port nobody listens on now, for a relay to bind (and bind again).
-fn free_addr() -> SocketAddr {
+pub(super) fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
