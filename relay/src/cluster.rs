@@ -29,28 +29,35 @@
 //!   reconnect and continue from where they were; local clients stay
 //!   connected throughout (pings are answered locally). `/healthz` says
 //!   `degraded` and `chat_redis_errors_total` counts the failures.
-//! - **Joining**: a relay reads the log from its start, so it holds the
-//!   same state as the others before its own clients' events come back.
+//! - **Snapshots**: the leader's hub writes its whole state, with the id
+//!   of the last entry it applied, every `--snapshot-interval`, and trims
+//!   the log to `--log-retention` before it: the log stays bounded. A
+//!   joining relay starts from the snapshot and reads the log after it, so
+//!   it holds the same state as the others before its own clients' events
+//!   come back. A relay that finds the log trimmed past where it stopped
+//!   reading (away from Redis for longer than the retention) starts again
+//!   from the snapshot and has its clients reconnect.
 //!
 //! Accounts and sessions live in Redis too ([`store::RedisStore`]).
 
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::streams::StreamReadReply;
+use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 use serde::{Deserialize, Serialize};
 use shared::protocol::{ClientMsg, Resume, User};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::core::Millis;
+use crate::core::{ConnId, Core, Millis};
 use crate::hub::now_millis;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -141,8 +148,46 @@ pub struct HubLink {
     pub relay: u64,
     /// Where the hub appends events.
     pub appender: Appender,
-    /// Batches of events read from the log, in log order.
-    pub events: mpsc::Receiver<Vec<Event>>,
+    /// What the log reader found, in log order.
+    pub events: mpsc::Receiver<FromLog>,
+    /// True while this relay leads: its hub writes the snapshots.
+    pub leader: Arc<AtomicBool>,
+    /// Where the hub hands its snapshots to be written: the last entry
+    /// id and the encoded [`Snapshot`].
+    pub snapshots: mpsc::Sender<(String, String)>,
+    /// How often the leader's hub writes a snapshot.
+    pub snapshot_interval: Duration,
+}
+
+/// What the log reader hands the hub.
+#[derive(Debug)]
+pub enum FromLog {
+    /// Entries of the log, in order, with their ids.
+    Events(Vec<(String, Event)>),
+    /// Start over from this state. `stale`: this relay had fallen behind
+    /// the trimmed log, so what its clients saw may differ; they reconnect.
+    Resync {
+        /// The state to take.
+        snapshot: Box<Snapshot<Core>>,
+        /// Whether local clients must reconnect.
+        stale: bool,
+    },
+}
+
+/// A relay's whole replicated state at one point of the log: `C` is the
+/// core (borrowed to write, owned when read).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot<C> {
+    /// The id of the last log entry applied.
+    pub last_id: String,
+    /// The log's time at that entry.
+    pub now: Millis,
+    /// The number of the last event applied from each relay.
+    pub applied: HashMap<u64, u64>,
+    /// Every relay's live connections.
+    pub by_relay: HashMap<u64, BTreeSet<ConnId>>,
+    /// The domain state.
+    pub core: C,
 }
 
 /// A handle to append events to the log, in order.
@@ -166,6 +211,10 @@ pub struct Settings {
     pub relay_ttl: Duration,
     /// The leader appends a tick this often.
     pub tick: Duration,
+    /// The leader writes a snapshot this often (when the log moved).
+    pub snapshot_interval: Duration,
+    /// Log entries older than this before the latest snapshot are trimmed.
+    pub log_retention: Duration,
 }
 
 /// This relay's membership of the cluster.
@@ -218,9 +267,12 @@ impl Cluster {
     pub fn start(&self, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) -> HubLink {
         let (append_tx, append_rx) = mpsc::channel(APPEND_QUEUE);
         let (events_tx, events) = mpsc::channel(APPLY_QUEUE);
+        let (snapshots, snapshots_rx) = mpsc::channel(1);
+        let snapshot_interval = settings.snapshot_interval;
         metrics.redis_up.store(1, Ordering::Relaxed);
         let health = Health { metrics };
         let appender = Appender { tx: append_tx };
+        let leader = Arc::new(AtomicBool::new(false));
         tokio::spawn(append_loop(
             self.relay,
             self.redis.clone(),
@@ -228,10 +280,17 @@ impl Cluster {
             health.clone(),
         ));
         tokio::spawn(read_loop(self.client.clone(), events_tx, health.clone()));
+        tokio::spawn(write_snapshots(
+            self.redis.clone(),
+            snapshots_rx,
+            settings.log_retention,
+            health.clone(),
+        ));
         tokio::spawn(membership(
             self.clone(),
             settings,
             appender.clone(),
+            leader.clone(),
             health,
             shutdown,
         ));
@@ -239,6 +298,9 @@ impl Cluster {
             relay: self.relay,
             appender,
             events,
+            leader,
+            snapshots,
+            snapshot_interval,
         }
     }
 
@@ -363,12 +425,17 @@ async fn append_loop(
     }
 }
 
-/// Reads the log from its start, forever, and hands each batch to the hub.
-async fn read_loop(client: Client, tx: mpsc::Sender<Vec<Event>>, health: Health) {
+/// Reads the log, forever, and hands each batch to the hub: from the
+/// latest snapshot (or the log's start) on joining; after a failure, from
+/// where it stopped, or from the snapshot again if the log was trimmed
+/// past that point meanwhile.
+async fn read_loop(client: Client, tx: mpsc::Sender<FromLog>, health: Health) {
     let log = key("log");
-    let mut last = "0-0".to_string();
+    let mut last = StreamId::ZERO;
     let mut wait = RETRY_MIN;
     let mut redis: Option<ConnectionManager> = None;
+    // Check where to start: on joining, and after every failure.
+    let mut check = true;
     let block_ms = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(u64::MAX);
     loop {
         if tx.is_closed() {
@@ -386,6 +453,32 @@ async fn read_loop(client: Client, tx: mpsc::Sender<Vec<Event>>, health: Health)
                 }
             },
         };
+        if check {
+            match start_point(conn, &log, last).await {
+                Ok(None) => check = false,
+                Ok(Some(snapshot)) => {
+                    let stale = last != StreamId::ZERO;
+                    if stale {
+                        warn!("the log was trimmed past this relay: starting from the snapshot");
+                    }
+                    last = StreamId::parse(&snapshot.last_id).unwrap_or(StreamId::ZERO);
+                    check = false;
+                    let resync = FromLog::Resync {
+                        snapshot: Box::new(snapshot),
+                        stale,
+                    };
+                    if tx.send(resync).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    health.failed("reading the snapshot", &e);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                    continue;
+                }
+            }
+        }
         let reply: Result<Option<StreamReadReply>, RedisError> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(READ_BATCH)
@@ -393,7 +486,7 @@ async fn read_loop(client: Client, tx: mpsc::Sender<Vec<Event>>, health: Health)
             .arg(block_ms)
             .arg("STREAMS")
             .arg(&log)
-            .arg(&last)
+            .arg(last.to_string())
             .query_async(conn)
             .await;
         let reply = match reply {
@@ -404,6 +497,7 @@ async fn read_loop(client: Client, tx: mpsc::Sender<Vec<Event>>, health: Health)
             }
             Err(e) => {
                 health.failed("reading the log", &e);
+                check = true;
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX);
                 continue;
@@ -420,15 +514,117 @@ async fn read_loop(client: Client, tx: mpsc::Sender<Vec<Event>>, health: Health)
                         serde_json::from_str::<Event>(&json).map_err(|e| e.to_string())
                     });
                 match decoded {
-                    Ok(event) => events.push(event),
+                    Ok(event) => events.push((entry.id.clone(), event)),
                     Err(e) => warn!(id = %entry.id, error = %e, "skipping an unreadable log entry"),
                 }
-                last = entry.id;
+                if let Some(id) = StreamId::parse(&entry.id) {
+                    last = id;
+                }
             }
         }
-        if !events.is_empty() && tx.send(events).await.is_err() {
+        if !events.is_empty() && tx.send(FromLog::Events(events)).await.is_err() {
             return;
         }
+    }
+}
+
+/// Where to read from: `None` to go on after `last`; the snapshot to start
+/// from when joining (`last` is zero) or when the log's first entry is past
+/// `last` (trimmed meanwhile).
+async fn start_point(
+    redis: &mut ConnectionManager,
+    log: &str,
+    last: StreamId,
+) -> Result<Option<Snapshot<Core>>, RedisError> {
+    if last != StreamId::ZERO {
+        let first: StreamRangeReply = redis.xrange_count(log, "-", "+", 1).await?;
+        let first = first.ids.first().and_then(|e| StreamId::parse(&e.id));
+        if first.is_none_or(|first| first <= last.next()) {
+            return Ok(None);
+        }
+    }
+    let json: Option<String> = redis.get(key("snapshot")).await?;
+    let Some(json) = json else { return Ok(None) };
+    match serde_json::from_str::<Snapshot<Core>>(&json) {
+        Ok(snapshot) if StreamId::parse(&snapshot.last_id).is_some_and(|id| id > last) => {
+            Ok(Some(snapshot))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => {
+            warn!(error = %e, "the cluster's snapshot is unreadable; reading the whole log");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes the leader's snapshots, then trims the log behind them.
+async fn write_snapshots(
+    mut redis: ConnectionManager,
+    mut rx: mpsc::Receiver<(String, String)>,
+    retention: Duration,
+    health: Health,
+) {
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    while let Some((last_id, encoded)) = rx.recv().await {
+        let Some(at) = StreamId::parse(&last_id) else {
+            continue;
+        };
+        let keep_from = StreamId {
+            ms: at.ms.saturating_sub(retention_ms),
+            seq: 0,
+        };
+        let written: Result<(), RedisError> = redis::pipe()
+            .set(key("snapshot"), encoded)
+            .ignore()
+            .cmd("XTRIM")
+            .arg(key("log"))
+            .arg("MINID")
+            .arg(keep_from.to_string())
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        match written {
+            Ok(()) => debug!(at = %at, "snapshot written"),
+            Err(e) => health.failed("writing a snapshot", &e),
+        }
+    }
+}
+
+/// A stream entry id, `ms-seq`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamId {
+    ms: u64,
+    seq: u64,
+}
+
+impl StreamId {
+    /// Before every entry.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    /// Parses `ms-seq`.
+    pub fn parse(text: &str) -> Option<StreamId> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(StreamId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// The smallest id after this one.
+    fn next(self) -> StreamId {
+        match self.seq.checked_add(1) {
+            Some(seq) => StreamId { ms: self.ms, seq },
+            None => StreamId {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
     }
 }
 
@@ -451,6 +647,7 @@ async fn membership(
     cluster: Cluster,
     settings: Settings,
     appender: Appender,
+    leader: Arc<AtomicBool>,
     health: Health,
     mut shutdown: Shutdown,
 ) {
@@ -464,7 +661,6 @@ async fn membership(
     let mut beats = tokio::time::interval(beat);
     let mut ticks = tokio::time::interval(settings.tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let leader = AtomicBool::new(false);
     // Declaring others gone needs this relay to have been leader, and
     // Redis to have answered, for a whole TTL: after an outage every relay
     // first gets the time to refresh its key.

@@ -36,6 +36,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_RELAY_TTL", default_value = "15s", value_parser = parse_duration)]
     pub relay_ttl: Duration,
 
+    /// Cluster mode: how often the leading relay writes the shared state to
+    /// Redis and trims the event log behind it.
+    #[arg(long, env = "CHAT_SNAPSHOT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
+
+    /// Cluster mode: how much of the event log is kept before the latest
+    /// snapshot; a relay away from Redis for longer starts over from the
+    /// snapshot and its clients reconnect.
+    #[arg(long, env = "CHAT_LOG_RETENTION", default_value = "10m", value_parser = parse_duration)]
+    pub log_retention: Duration,
+
     /// How often the relay pings each connection.
     #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -160,6 +171,9 @@ impl Config {
             || self.history == 0
         {
             return Err("--max-connections-per-user, --max-conversations-per-user and --history must be at least 1".into());
+        }
+        if self.snapshot_interval.is_zero() {
+            return Err("--snapshot-interval must be more than 0".into());
         }
         if self.relay_ttl < Duration::from_millis(100) {
             return Err("--relay-ttl must be at least 100ms".into());

@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use shared::protocol::{
     close_code, Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId,
     ConversationSnapshot, Departure, Ending, ErrorKind, Marks, Resume, Seq, ServerMsg, User,
@@ -30,11 +32,11 @@ pub const TYPING_MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub type Millis = u64;
 
 /// One client process (one WebSocket), numbered by the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 
 /// One browser's sign-in, numbered by the hub; all its tabs share it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub u64);
 
 /// The limits the core enforces; each is a relay flag.
@@ -94,7 +96,7 @@ pub enum Outbound {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Conn {
     user: UserId,
     session: SessionId,
@@ -103,13 +105,13 @@ struct Conn {
 }
 
 /// One typist in one conversation (SPEC B1).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Typist {
     expires: Millis,
     last_frame: Millis,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct UserState {
     user: User,
     conns: BTreeSet<ConnId>,
@@ -122,7 +124,7 @@ struct UserState {
     activity: Activity,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Conversation {
     id: ConversationId,
     /// Everyone who has been in it, for names and colours after they go.
@@ -193,7 +195,7 @@ impl Conversation {
 }
 
 /// A token bucket for the message rate limit (SPEC L4), refilled lazily.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct TokenBucket {
     tokens: f64,
     updated: Millis,
@@ -221,13 +223,18 @@ impl TokenBucket {
 }
 
 /// The whole live state of one relay.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Core {
+    #[serde(skip)]
     limits: Limits,
+    #[serde(with = "pairs")]
     conns: HashMap<ConnId, Conn>,
+    #[serde(with = "pairs")]
     users: HashMap<UserId, UserState>,
+    #[serde(with = "pairs")]
     conversations: HashMap<ConversationId, Conversation>,
     /// Live conversations by their sorted participant set.
+    #[serde(with = "pairs")]
     by_participants: HashMap<Vec<UserId>, ConversationId>,
     next_conversation: u64,
     messages_stamped: u64,
@@ -237,10 +244,17 @@ pub struct Core {
     last_presence: Option<Millis>,
     /// Every (conversation, user) with a typist entry, to expire them cheaply.
     typists: BTreeSet<(ConversationId, UserId)>,
+    #[serde(skip)]
     out: Vec<Outbound>,
 }
 
 impl Core {
+    /// Sets the limits: a core restored from a cluster snapshot takes this
+    /// relay's flags.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// An empty relay.
     pub fn new(limits: Limits) -> Self {
         Core {
@@ -952,6 +966,33 @@ impl Core {
             client_id,
         };
         self.send(vec![conn], msg);
+    }
+}
+
+/// Maps as lists of pairs in the state's serialized form (cluster
+/// snapshots): their keys need not be strings.
+mod pairs {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(map: &HashMap<K, V>, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize,
+        V: Serialize,
+        S: Serializer,
+    {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
     }
 }
 

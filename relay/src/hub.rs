@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use warp::ws::Message;
 
-use crate::cluster::{self, Appender, Event, EventKind, HubLink};
+use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
 use crate::core::{ConnId, Core, Limits, Millis, Outbound, SessionId};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -111,7 +111,8 @@ impl Hub {
         // Grace periods end and presence batches go out on this beat.
         let tick = limits.presence_batch;
         let state = State {
-            core: Core::new(limits),
+            core: Core::new(limits.clone()),
+            limits,
             conns: HashMap::new(),
             metrics,
             closing: false,
@@ -136,6 +137,7 @@ pub fn now_millis() -> Millis {
 /// What the hub task owns.
 struct State {
     core: Core,
+    limits: Limits,
     /// This relay's greeted connections.
     conns: HashMap<ConnId, ConnHandle>,
     metrics: Arc<Metrics>,
@@ -152,6 +154,10 @@ struct Replica {
     by_relay: HashMap<u64, BTreeSet<ConnId>>,
     /// The latest time in the log so far: the core's clock.
     now: Millis,
+    /// The id of the last log entry applied.
+    last_id: String,
+    /// The entry the last snapshot was written at.
+    snapshot_id: String,
 }
 
 impl Replica {
@@ -161,6 +167,8 @@ impl Replica {
             applied: HashMap::new(),
             by_relay: HashMap::new(),
             now: 0,
+            last_id: String::new(),
+            snapshot_id: String::new(),
         }
     }
 
@@ -179,6 +187,11 @@ async fn run(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let local = replica.is_none();
+    let every = replica
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |r| r.link.snapshot_interval);
+    let mut snapshots = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = rx.recv() => {
@@ -189,10 +202,24 @@ async fn run(
                     state.command(command, replica.as_mut()).await;
                 }
             }
-            events = next_events(&mut replica) => {
-                let (Some(events), Some(replica)) = (events, replica.as_mut()) else { break };
-                for event in events {
-                    state.event(replica, event);
+            from_log = next_events(&mut replica) => {
+                let (Some(from_log), Some(replica)) = (from_log, replica.as_mut()) else { break };
+                match from_log {
+                    FromLog::Events(events) => {
+                        for (id, event) in events {
+                            state.event(replica, event);
+                            replica.last_id = id;
+                        }
+                    }
+                    FromLog::Resync { snapshot, stale } => state.resync(replica, *snapshot, stale),
+                }
+            }
+            _ = snapshots.tick(), if !local => {
+                if let Some(replica) = replica.as_ref() {
+                    state.snapshot(replica);
+                }
+                if let Some(replica) = replica.as_mut() {
+                    replica.snapshot_id.clone_from(&replica.last_id);
                 }
             }
             // In cluster mode time advances by the log's ticks.
@@ -228,7 +255,7 @@ async fn run(
 }
 
 /// The next batch read from the cluster's log; never, on a single relay.
-async fn next_events(replica: &mut Option<Replica>) -> Option<Vec<Event>> {
+async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
     match replica {
         Some(replica) => replica.link.events.recv().await,
         None => std::future::pending().await,
@@ -375,6 +402,49 @@ impl State {
                     self.core.disconnect(conn, now);
                 }
             }
+        }
+    }
+
+    /// Takes the state of a cluster snapshot.
+    fn resync(&mut self, replica: &mut Replica, snapshot: Snapshot<Core>, stale: bool) {
+        if stale {
+            // What these clients saw may not be in the snapshot's history.
+            self.close_all();
+        }
+        self.core = snapshot.core;
+        self.core.set_limits(self.limits.clone());
+        replica.applied = snapshot.applied;
+        replica.by_relay = snapshot.by_relay;
+        replica.now = snapshot.now;
+        replica.last_id.clone_from(&snapshot.last_id);
+        replica.snapshot_id = snapshot.last_id;
+    }
+
+    /// The leader hands its state to be written, when the log has moved
+    /// since the last snapshot.
+    fn snapshot(&self, replica: &Replica) {
+        if !replica.link.leader.load(Ordering::Relaxed)
+            || replica.last_id.is_empty()
+            || replica.last_id == replica.snapshot_id
+        {
+            return;
+        }
+        let snapshot = Snapshot {
+            last_id: replica.last_id.clone(),
+            now: replica.now,
+            applied: replica.applied.clone(),
+            by_relay: replica.by_relay.clone(),
+            core: &self.core,
+        };
+        match serde_json::to_string(&snapshot) {
+            Ok(json) => {
+                // A snapshot still being written: skip this one.
+                let _ = replica
+                    .link
+                    .snapshots
+                    .try_send((replica.last_id.clone(), json));
+            }
+            Err(e) => warn!(error = %e, "the state could not be encoded for a snapshot"),
         }
     }
 

@@ -59,6 +59,8 @@ impl Relay {
             let settings = cluster::Settings {
                 relay_ttl: config.relay_ttl,
                 tick: config.presence_batch,
+                snapshot_interval: config.snapshot_interval,
+                log_retention: config.log_retention,
             };
             cluster.start(settings, metrics.clone(), trigger.subscribe())
         });

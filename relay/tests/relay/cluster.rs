@@ -544,3 +544,64 @@ async fn open_tab_at(addr: SocketAddr, browser: &Browser) -> Ws {
     .await;
     ws
 }
+
+/// SPEC O4: the log stays bounded: the leader writes snapshots and trims
+/// the log behind them, and a relay that joins afterwards starts from the
+/// snapshot with the same users, conversations and history as the others.
+#[tokio::test]
+async fn o4_snapshots_bound_the_log_and_a_late_relay_starts_from_one() {
+    let redis = Redis::start("snapshot").await;
+    let mut config = member(&redis);
+    config.snapshot_interval = Duration::from_millis(200);
+    config.log_retention = Duration::ZERO;
+    let a = TestRelay::start(config.clone()).await;
+    let b = TestRelay::start(config.clone()).await;
+    let alice = a.login("alice").await;
+    let bob = b.login("bob").await;
+    let (mut alice_tab, _) = a.tab(&alice).await;
+    let (mut bob_tab, _) = b.tab(&bob).await;
+    let conversation = open(&mut alice_tab, &[&bob]).await;
+    for n in 1..=20u64 {
+        post(&mut alice_tab, conversation, n, &format!("early {n}")).await;
+    }
+    let early = messages(&mut bob_tab, 20).await;
+    messages(&mut alice_tab, 20).await;
+
+    // Ticks alone append ten entries a second; the log must not keep them.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let length: u64 = redis::cmd("XLEN")
+        .arg("chat:log")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let snapshot: Option<String> = redis::cmd("GET")
+        .arg("chat:snapshot")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(snapshot.is_some(), "the leader wrote a snapshot");
+    println!("log entries kept after 2 s with snapshots every 200 ms: {length}");
+    assert!(
+        length < 20,
+        "the log was trimmed behind the snapshot: {length} entries"
+    );
+
+    let c = TestRelay::start(config).await;
+    let (mut bob_on_c, welcome) = c.tab(&bob).await;
+    assert_eq!(welcome.online, ["alice"]);
+    let history: Vec<(u64, String)> = welcome.conversations[0]
+        .messages
+        .iter()
+        .map(|m| (m.seq.0, m.text.clone()))
+        .collect();
+    assert_eq!(history, early, "the late relay holds the same history");
+    post(&mut bob_on_c, conversation, 100, "from C").await;
+    let (seq, _, text) = next_message(&mut alice_tab).await;
+    assert_eq!((seq, text.as_str()), (early[19].0 + 1, "from C"));
+    assert_eq!(next_message(&mut bob_tab).await.2, "from C");
+    c.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
