@@ -21,6 +21,8 @@ use super::*;
 const REDIS_START: Duration = Duration::from_secs(20);
 /// Messages in the cross-relay ordering test.
 const MESSAGES: u64 = 1000;
+/// How long Redis stays away in the restart test.
+const OUTAGE: Duration = Duration::from_secs(10);
 /// Unconfirmed messages the sender allows itself.
 const WINDOW: u64 = 64;
 /// Round trips per side in the latency comparison.
@@ -486,8 +488,8 @@ async fn o4_redis_restarted_mid_conversation_and_the_conversation_goes_on() {
     assert_eq!(pong, 7, "heartbeats are answered while Redis is away");
     post(&mut alice_tab, conversation, 51, "during").await;
 
-    // Away for a few seconds: longer than the relays' TTL.
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(outage.elapsed())).await;
+    // Away for 10 s: ten times the relays' TTL here.
+    tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
     redis.run().await;
     println!("Redis away for {:?}", outage.elapsed());
     let (seq, _, text) = next_message(&mut bob_tab).await;
