@@ -2,7 +2,7 @@
 //! checks in front of the WebSocket upgrade (SPEC L1).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use shared::api::{ApiError, Credentials};
 use shared::protocol::User;
@@ -45,7 +45,7 @@ pub async fn login(
 ) -> Response {
     let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let key = auth::name_key(&credentials.name);
-    if let Err(wait) = relay.throttle().check(&key, ip, Instant::now()) {
+    if let Err(wait) = relay.login_wait(&key, ip).await {
         relay
             .metrics()
             .throttled_logins
@@ -60,7 +60,7 @@ pub async fn login(
             let hash = account.password_hash.clone();
             let ok = blocking(move || auth::verify_password(&password, &hash)).await;
             if !ok {
-                relay.throttle().record_failure(&key, ip, Instant::now());
+                relay.login_failed(&key, ip).await;
                 return error(StatusCode::UNAUTHORIZED, WRONG);
             }
             account.user
@@ -91,7 +91,7 @@ pub async fn login(
             }
         }
     };
-    relay.throttle().record_success(&key, ip);
+    relay.login_succeeded(&key, ip).await;
 
     let (token, hash) = auth::new_session_token();
     if let Err(e) = store.create_session(&hash, user.id, now_millis()).await {

@@ -376,7 +376,7 @@ fn make_room<K: Eq + std::hash::Hash>(
 
 /// The name key as the throttle stores it: at most
 /// [`MAX_THROTTLE_KEY_BYTES`], cut at a character boundary.
-fn throttle_key(name_key: &str) -> &str {
+pub(crate) fn throttle_key(name_key: &str) -> &str {
     if name_key.len() <= MAX_THROTTLE_KEY_BYTES {
         return name_key;
     }
@@ -389,7 +389,7 @@ fn throttle_key(name_key: &str) -> &str {
 
 /// The address as the throttle counts it: IPv4 as is (also when mapped into
 /// IPv6), IPv6 by its /64 block.
-fn addr_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn addr_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -38,9 +38,11 @@
 //!   reading (away from Redis for longer than the retention) starts again
 //!   from the snapshot and has its clients reconnect.
 //!
-//! Accounts and sessions live in Redis too ([`store::RedisStore`]).
+//! Accounts and sessions live in Redis too ([`store::RedisStore`]), and so
+//! do the counts of failed sign-ins ([`throttle::SharedThrottle`]).
 
 pub mod store;
+pub mod throttle;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

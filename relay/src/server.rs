@@ -2,15 +2,17 @@
 //! the shutdown future resolves, then closes every connection cleanly.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::auth::Throttle;
+use crate::cluster::throttle::SharedThrottle;
 use crate::cluster::{self, store::RedisStore, Cluster};
 use crate::config::Config;
 use crate::hub::{now_millis, Hub};
@@ -37,8 +39,7 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     sessions: Sessions,
-    // Never held across an `.await`.
-    throttle: Mutex<Throttle>,
+    throttle: Logins,
     hub: Hub,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -70,18 +71,26 @@ impl Relay {
             .as_ref()
             .map_or(0, |c| c.relay() << cluster::CONN_BITS)
             + 1;
-        let throttle = Throttle::new(
-            config.login_failures_per_name,
-            config.login_failures_per_address,
-            config.login_window,
-        );
+        let throttle = match &cluster {
+            Some(cluster) => Logins::Shared(SharedThrottle::new(
+                cluster.connection(),
+                config.login_failures_per_name,
+                config.login_failures_per_address,
+                config.login_window,
+            )),
+            None => Logins::Local(Mutex::new(Throttle::new(
+                config.login_failures_per_name,
+                config.login_failures_per_address,
+                config.login_window,
+            ))),
+        };
         Relay {
             inner: Arc::new(Inner {
                 hub: Hub::spawn(config.limits(), metrics.clone(), trigger.subscribe(), link),
                 config,
                 store,
                 sessions: Sessions::default(),
-                throttle: Mutex::new(throttle),
+                throttle,
                 metrics,
                 shutdown: trigger.subscribe(),
                 next_connection: AtomicU64::new(first_connection),
@@ -101,12 +110,40 @@ impl Relay {
         &self.inner.sessions
     }
 
-    /// The sign-in throttle (SPEC S3).
-    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
-        self.inner
-            .throttle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Ok, or how long sign-ins for this name or from this address must
+    /// wait (SPEC S3).
+    pub async fn login_wait(&self, name_key: &str, addr: IpAddr) -> Result<(), Duration> {
+        match &self.inner.throttle {
+            Logins::Local(throttle) => lock(throttle).check(name_key, addr, Instant::now()),
+            // Redis away: the store is too, and the sign-in fails there.
+            Logins::Shared(throttle) => throttle.check(name_key, addr).await.unwrap_or(Ok(())),
+        }
+    }
+
+    /// Counts a failed sign-in.
+    pub async fn login_failed(&self, name_key: &str, addr: IpAddr) {
+        match &self.inner.throttle {
+            Logins::Local(throttle) => {
+                lock(throttle).record_failure(name_key, addr, Instant::now());
+            }
+            Logins::Shared(throttle) => {
+                if let Err(e) = throttle.record_failure(name_key, addr).await {
+                    warn!(error = %e, "a failed sign-in could not be counted in Redis");
+                }
+            }
+        }
+    }
+
+    /// A successful sign-in: the name's failures are forgotten.
+    pub async fn login_succeeded(&self, name_key: &str, addr: IpAddr) {
+        match &self.inner.throttle {
+            Logins::Local(throttle) => lock(throttle).record_success(name_key, addr),
+            Logins::Shared(throttle) => {
+                if let Err(e) = throttle.record_success(name_key, addr).await {
+                    warn!(error = %e, "a sign-in could not reset its failures in Redis");
+                }
+            }
+        }
     }
 
     /// The hub that owns the live chat state.
@@ -138,6 +175,18 @@ impl Relay {
     pub fn next_connection_id(&self) -> u64 {
         self.inner.next_connection.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Where failed sign-ins are counted: here, or in Redis for the cluster.
+#[derive(Debug)]
+enum Logins {
+    // A std Mutex: never held across an `.await`.
+    Local(Mutex<Throttle>),
+    Shared(SharedThrottle),
+}
+
+fn lock(throttle: &Mutex<Throttle>) -> MutexGuard<'_, Throttle> {
+    throttle.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Opens the store named by `--db`, or joins the cluster at `--redis` and

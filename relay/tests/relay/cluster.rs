@@ -607,3 +607,40 @@ async fn o4_snapshots_bound_the_log_and_a_late_relay_starts_from_one() {
     a.stop().await;
     b.stop().await;
 }
+
+/// SPEC O4, S3: failed sign-ins count across relays: guesses spread over
+/// A and B are throttled as on one relay, and a success forgets the
+/// name's failures everywhere.
+#[tokio::test]
+async fn o4_s3_failed_sign_ins_count_across_relays() {
+    let redis = Redis::start("throttle").await;
+    let a = TestRelay::start(member(&redis)).await;
+    let b = TestRelay::start(member(&redis)).await;
+    a.login("victim").await;
+    for relay in [&a, &b, &a, &b] {
+        assert_eq!(
+            relay.login_raw("victim", "wrong password").await.status,
+            401
+        );
+    }
+    assert_eq!(
+        b.login_raw("Victim", PASSWORD).await.status,
+        200,
+        "four failures: not throttled yet, and a success resets the name"
+    );
+    for relay in [&b, &a, &b, &a, &b] {
+        assert_eq!(
+            relay.login_raw("victim", "wrong password").await.status,
+            401
+        );
+    }
+    for relay in [&a, &b] {
+        let throttled = relay.login_raw("victim", PASSWORD).await;
+        assert_eq!(throttled.status, 429, "five failures over two relays");
+        let wait: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=900).contains(&wait), "{wait}");
+    }
+    assert_eq!(a.login_raw("bystander", PASSWORD).await.status, 200);
+    a.stop().await;
+    b.stop().await;
+}
