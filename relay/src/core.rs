@@ -365,7 +365,7 @@ impl Core {
             .filter(|u| u.user.id != id)
             .map(|u| u.user.clone())
             .collect();
-        online.sort_by(by_name);
+        online.sort_by_cached_key(name_order);
         let activity = online
             .iter()
             .filter_map(|u| self.users.get(&u.id))
@@ -635,7 +635,7 @@ impl Core {
             .map(|(user, activity)| UserActivity { user, activity })
             .collect();
         let mut joined_users: Vec<User> = joined.values().cloned().collect();
-        joined_users.sort_by(by_name);
+        joined_users.sort_by_cached_key(name_order);
         let mut recipients: Vec<(UserId, Vec<ConnId>)> = self
             .users
             .values()
@@ -1002,11 +1002,10 @@ fn unindex(index: &mut HashMap<Vec<UserId>, ConversationId>, key: &[UserId], id:
     }
 }
 
-fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
-    a.name
-        .to_lowercase()
-        .cmp(&b.name.to_lowercase())
-        .then(a.id.cmp(&b.id))
+/// Users sort by name ignoring case, then by id. The key is made once per
+/// user, not once per comparison: a welcome sorts everyone online.
+fn name_order(user: &User) -> (String, UserId) {
+    (user.name.to_lowercase(), user.id)
 }
 
 fn millis(d: Duration) -> Millis {
