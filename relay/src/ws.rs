@@ -33,14 +33,15 @@ use warp::{Filter, Rejection};
 pub type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Bytes read from the socket at a time, allocated with every connection.
-/// Client frames are small; a larger one grows the buffer while it is read.
-pub const READ_BUFFER: usize = 4 * 1024;
+/// Client frames are small (a hello, a message, a typing signal); a larger
+/// one grows the buffer to its size.
+pub const READ_BUFFER: usize = 1024;
 /// Frames are written to the socket once this many bytes wait (and at
-/// every flush): a burst of small frames still costs one write.
-pub const WRITE_BUFFER: usize = 4 * 1024;
+/// every flush): a burst of small frames still costs one write per KiB.
+pub const WRITE_BUFFER: usize = 1024;
 /// The largest frame payload the relay sends; longer messages go out as
 /// a first frame and continuation frames of at most this size.
-pub const FRAGMENT: usize = 4 * 1024;
+pub const FRAGMENT: usize = 1024;
 // Every fragment must hold at least one whole UTF-8 character.
 const _: () = assert!(FRAGMENT >= 4);
 /// The most a connection's write buffer may hold: what waits to be

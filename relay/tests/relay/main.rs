@@ -27,6 +27,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 mod conformance;
 mod faults;
 mod hostile;
+mod memory;
 mod proxy;
 mod signals;
 
