@@ -3,17 +3,17 @@
 //!
 //! The Autobahn suite drives an echo server at `/` without cookies, so it
 //! cannot speak to `/ws` itself. This serves the same transport the chat
-//! uses — warp's upgrade, the reader that keeps reading after a Close so
+//! uses — the relay's own upgrade and socket buffers ([`crate::ws`]), the reader that keeps reading after a Close so
 //! the close handshake completes, and the connection's coalescing writer
 //! draining a bounded queue — with an echo in place of the hub. It is never
 //! mounted by the relay binary; only tests start it.
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use warp::ws::WebSocket;
 use warp::{Filter, Rejection, Reply};
 
 use crate::connection::write_loop;
+use crate::ws::{self, WebSocket};
 
 /// The Autobahn cases send messages up to 16 MiB.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -22,11 +22,9 @@ const QUEUE: usize = 64;
 
 /// `GET /`: upgrade and echo every data message.
 pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path::end().and(warp::ws()).map(|ws: warp::ws::Ws| {
-        ws.max_message_size(MAX_MESSAGE)
-            .max_frame_size(MAX_MESSAGE)
-            .on_upgrade(serve)
-    })
+    warp::path::end()
+        .and(ws::upgrade())
+        .map(|upgrade: ws::Upgrade| upgrade.accept(ws::config(MAX_MESSAGE), serve))
 }
 
 async fn serve(socket: WebSocket) {

@@ -7,7 +7,6 @@
 //! slows anyone else down. Only this module and the hub touch JSON.
 
 use std::collections::VecDeque;
-use std::error::Error as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,13 +15,15 @@ use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, User, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tracing::{debug, info, info_span, Instrument};
-use warp::ws::{Message, WebSocket};
 
 use crate::core::{ConnId, SessionId};
 use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
 use crate::server::Relay;
+use crate::ws::{self, WebSocket};
 
 /// How long the relay waits for the client's half of the close handshake.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -155,7 +156,7 @@ impl Connection {
                     Err(_) => break End::Close(close_code::SERVICE_RESTART, RESTARTING),
                 },
                 _ = ping.tick() => {
-                    if self.out.try_send(Message::ping(Vec::new())).is_err() {
+                    if self.out.try_send(Message::Ping(Bytes::new())).is_err() {
                         break End::SlowConsumer;
                     }
                 }
@@ -179,15 +180,18 @@ impl Connection {
     /// Decodes one frame: a protocol message, nothing (pings, or an invalid
     /// frame already answered), or the end when invalid frames pile up.
     fn on_frame(&mut self, msg: Message) -> Result<Option<ClientMsg>, End> {
-        if msg.is_ping() || msg.is_pong() {
-            return Ok(None); // liveness only; tungstenite answers pings itself
-        }
-        let problem = match msg.to_str() {
-            Err(()) => "binary frames are not part of the protocol; send JSON text".to_string(),
-            Ok(text) => match ClientMsg::decode(text) {
+        let problem = match msg {
+            Message::Text(text) => match ClientMsg::decode(&text) {
                 Ok(msg) => return Ok(Some(msg)),
                 Err(problem) => problem,
             },
+            Message::Binary(_) => {
+                "binary frames are not part of the protocol; send JSON text".to_string()
+            }
+            // Liveness only; tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+                return Ok(None)
+            }
         };
         self.refuse(ErrorKind::BadFrame, &problem);
         let now = Instant::now();
@@ -225,7 +229,10 @@ impl Connection {
         } = self;
         match end {
             End::Close(code, reason) => {
-                let frame = Message::close_with(code, reason);
+                let frame = Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: Utf8Bytes::from_static(reason),
+                }));
                 if out.try_send(frame).is_err() {
                     writer.abort();
                     return;
@@ -248,16 +255,14 @@ impl Connection {
 }
 
 /// True when the read failed because a frame or message exceeded the size limit.
-fn is_too_big(e: &warp::Error) -> bool {
-    matches!(
-        e.source()
-            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_too_big(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 /// Writes queued frames: feeds every frame that is ready, then flushes once,
-/// so a burst costs one write rather than one per frame.
+/// so a burst costs one write rather than one per frame. A long message
+/// goes out as fragments ([`ws::fragments`]), so the socket's write buffer
+/// never grows past [`ws::MAX_WRITE_BUFFER`].
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Message>,
@@ -266,9 +271,11 @@ pub(crate) async fn write_loop(
         let mut batch = Some(first);
         while let Some(msg) = batch.take().or_else(|| queue.try_recv().ok()) {
             let closing = msg.is_close();
-            if let Err(e) = sink.feed(msg).await {
-                debug!(error = %e, "write failed");
-                return;
+            for frame in ws::fragments(msg) {
+                if let Err(e) = sink.feed(frame).await {
+                    debug!(error = %e, "write failed");
+                    return;
+                }
             }
             if closing {
                 let _ = sink.flush().await;

@@ -10,6 +10,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::api::{self, COOKIE};
 use crate::connection;
 use crate::server::Relay;
+use crate::ws;
 use shared::protocol::MAX_FRAME_BYTES;
 
 /// The largest `POST /api/login` body.
@@ -94,13 +95,13 @@ pub fn healthz(relay: Relay) -> impl Filter<Extract = (impl Reply,), Error = Rej
 /// from an allowed origin; 401 or 403 before the upgrade otherwise (SPEC L1).
 pub fn websocket(relay: Relay) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("ws")
-        .and(warp::ws())
+        .and(ws::upgrade())
         .and(with_relay(relay))
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
         .and(warp::cookie::optional(COOKIE))
         .then(
-            |ws: warp::ws::Ws,
+            |upgrade: ws::Upgrade,
              relay: Relay,
              origin: Option<String>,
              host: Option<String>,
@@ -114,13 +115,10 @@ pub fn websocket(relay: Relay) -> impl Filter<Extract = (Response,), Error = Rej
                 .await;
                 match admitted {
                     Err(refusal) => refusal,
-                    Ok((user, session)) => ws
-                        .max_message_size(MAX_FRAME_BYTES)
-                        .max_frame_size(MAX_FRAME_BYTES)
-                        .on_upgrade(move |socket| {
+                    Ok((user, session)) => upgrade
+                        .accept(ws::config(MAX_FRAME_BYTES), move |socket| {
                             connection::serve(socket, relay, user, session.id)
-                        })
-                        .into_response(),
+                        }),
                 }
             },
         )

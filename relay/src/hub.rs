@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::protocol::{close_code, ClientMsg, Resume, ServerMsg, User};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
-use warp::ws::Message;
 
 use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
 use crate::core::{ConnId, Core, Limits, Millis, Outbound, SessionId};

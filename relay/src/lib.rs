@@ -13,7 +13,8 @@
 //! - [`hub`]: the task that owns the core, feeds it commands and ticks, and
 //!   writes its output into each connection's bounded queue.
 //! - [`connection`]: one WebSocket client process: a reader that decodes
-//!   frames for the hub and a writer that drains the outbound queue.
+//!   frames for the hub and a writer that drains the outbound queue;
+//!   [`ws`]: the upgrade and each socket's small, bounded buffers.
 //! - [`auth`]: name and password rules, argon2id, tokens, the sign-in
 //!   throttle; [`store`]: accounts and sessions (SQLite);
 //!   [`sessions`]: live sessions and the weak user registry.
@@ -40,6 +41,7 @@ pub mod server;
 pub mod sessions;
 pub mod shutdown;
 pub mod store;
+pub mod ws;
 
 pub use config::Config;
 pub use server::run;

@@ -28,6 +28,7 @@ mod cluster;
 mod conformance;
 mod faults;
 mod hostile;
+mod memory;
 mod proxy;
 mod signals;
 
