@@ -19,18 +19,28 @@ use crate::ws::{self, WebSocket};
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Frames queued for the writer.
 const QUEUE: usize = 64;
+/// The longest frame the echo writes. The chat cuts messages into 1 KiB
+/// frames ([`ws::FRAGMENT`]); the cases echo messages of up to 16 MiB,
+/// which in 1 KiB frames take the suite from seconds to about a minute.
+/// Cutting and continuation frames are exercised all the same; the
+/// buffers are otherwise the chat's.
+const FRAGMENT: usize = 64 * 1024;
 
 /// `GET /`: upgrade and echo every data message.
 pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path::end()
         .and(ws::upgrade())
-        .map(|upgrade: ws::Upgrade| upgrade.accept(ws::config(MAX_MESSAGE), serve))
+        .map(|upgrade: ws::Upgrade| {
+            let config =
+                ws::config(MAX_MESSAGE).max_write_buffer_size(ws::max_write_buffer(FRAGMENT));
+            upgrade.accept(config, serve)
+        })
 }
 
 async fn serve(socket: WebSocket) {
     let (sink, mut stream) = socket.split();
     let (out, queue) = mpsc::channel(QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue));
+    let writer = tokio::spawn(write_loop(sink, queue, FRAGMENT));
     // Read to the end: after a Close, tungstenite queues the reply and
     // completes the handshake while the stream is still being read.
     while let Some(Ok(msg)) = stream.next().await {

@@ -81,7 +81,7 @@ impl Connection {
     fn new(socket: WebSocket, relay: Relay, id: ConnId) -> Self {
         let (sink, stream) = socket.split();
         let (out, queue) = mpsc::channel(relay.config().outbound_queue as usize);
-        let writer = tokio::spawn(write_loop(sink, queue).in_current_span());
+        let writer = tokio::spawn(write_loop(sink, queue, ws::FRAGMENT).in_current_span());
         Connection {
             id,
             relay,
@@ -260,18 +260,20 @@ fn is_too_big(e: &tungstenite::Error) -> bool {
 }
 
 /// Writes queued frames: feeds every frame that is ready, then flushes once,
-/// so a burst costs one write rather than one per frame. A long message
-/// goes out as fragments ([`ws::fragments`]), so the socket's write buffer
-/// never grows past [`ws::MAX_WRITE_BUFFER`].
+/// so a burst costs one write rather than one per frame. A message longer
+/// than `fragment` bytes goes out as fragments ([`ws::fragments`]), so the
+/// socket's write buffer never holds more than a fragment and what waits
+/// ([`ws::MAX_WRITE_BUFFER`] for the chat).
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Message>,
+    fragment: usize,
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = Some(first);
         while let Some(msg) = batch.take().or_else(|| queue.try_recv().ok()) {
             let closing = msg.is_close();
-            for frame in ws::fragments(msg) {
+            for frame in ws::fragments(msg, fragment) {
                 if let Err(e) = sink.feed(frame).await {
                     debug!(error = %e, "write failed");
                     return;

@@ -42,12 +42,16 @@ pub const WRITE_BUFFER: usize = 1024;
 /// The largest frame payload the relay sends; longer messages go out as
 /// a first frame and continuation frames of at most this size.
 pub const FRAGMENT: usize = 1024;
-// Every fragment must hold at least one whole UTF-8 character.
-const _: () = assert!(FRAGMENT >= 4);
-/// The most a connection's write buffer may hold: what waits to be
-/// written, one fragment, and room for the control frames (pong, close,
-/// each at most 127 bytes) tungstenite adds of its own accord.
-pub const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + FRAGMENT + 1024;
+/// The most a connection's write buffer may hold.
+pub const MAX_WRITE_BUFFER: usize = max_write_buffer(FRAGMENT);
+
+/// The most a write buffer may hold when messages are cut into frames of
+/// `fragment` bytes: what waits to be written, one frame, and room for
+/// the control frames (pong, close, each at most 127 bytes) tungstenite
+/// adds of its own accord.
+pub const fn max_write_buffer(fragment: usize) -> usize {
+    WRITE_BUFFER + fragment + 1024
+}
 
 /// The buffers of a connection, and the largest frame and message it may
 /// receive.
@@ -162,18 +166,21 @@ impl Upgrade {
 }
 
 /// A message as the frames the relay writes: itself when it fits in one
-/// [`FRAGMENT`], otherwise a first frame and continuation frames, each at
-/// most [`FRAGMENT`] long (text is cut between characters, so every frame
-/// holds whole UTF-8). The frames share the message's bytes.
-pub fn fragments(msg: Message) -> Fragments {
+/// frame of `size` bytes ([`FRAGMENT`] for the chat), otherwise a first
+/// frame and continuation frames, each at most `size` long (text is cut
+/// between characters, so every frame holds whole UTF-8; `size` is at
+/// least 4). The frames share the message's bytes.
+pub fn fragments(msg: Message, size: usize) -> Fragments {
+    let size = size.max(4);
     let (opcode, bytes) = match msg {
-        Message::Text(text) if text.len() > FRAGMENT => (Data::Text, Bytes::from(text)),
-        Message::Binary(bytes) if bytes.len() > FRAGMENT => (Data::Binary, bytes),
+        Message::Text(text) if text.len() > size => (Data::Text, Bytes::from(text)),
+        Message::Binary(bytes) if bytes.len() > size => (Data::Binary, bytes),
         other => return Fragments::One(Some(other)),
     };
     Fragments::Many {
         opcode,
         bytes,
+        size,
         sent: 0,
     }
 }
@@ -189,6 +196,8 @@ pub enum Fragments {
         opcode: Data,
         /// The whole message.
         bytes: Bytes,
+        /// The longest frame.
+        size: usize,
         /// Bytes already in earlier frames.
         sent: usize,
     },
@@ -203,13 +212,14 @@ impl Iterator for Fragments {
             Fragments::Many {
                 opcode,
                 bytes,
+                size,
                 sent,
             } => {
                 let start = *sent;
                 if start >= bytes.len() {
                     return None;
                 }
-                let mut end = (start + FRAGMENT).min(bytes.len());
+                let mut end = (start + *size).min(bytes.len());
                 if *opcode == Data::Text {
                     // Back up to a character boundary: a UTF-8 character
                     // starts with anything but 0b10xx_xxxx.
@@ -236,7 +246,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
 
     fn frames(msg: Message) -> Vec<(OpCode, bool, Vec<u8>)> {
-        fragments(msg)
+        fragments(msg, FRAGMENT)
             .map(|m| match m {
                 Message::Frame(f) => (f.header().opcode, f.header().is_final, f.payload().to_vec()),
                 other => (
@@ -251,9 +261,9 @@ mod tests {
     #[test]
     fn short_messages_go_out_whole() {
         let text = "x".repeat(FRAGMENT);
-        let out: Vec<Message> = fragments(Message::text(text.clone())).collect();
+        let out: Vec<Message> = fragments(Message::text(text.clone()), FRAGMENT).collect();
         assert_eq!(out, vec![Message::text(text)]);
-        let ping: Vec<Message> = fragments(Message::Ping(Bytes::new())).collect();
+        let ping: Vec<Message> = fragments(Message::Ping(Bytes::new()), FRAGMENT).collect();
         assert_eq!(ping, vec![Message::Ping(Bytes::new())]);
     }
 

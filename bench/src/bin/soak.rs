@@ -90,6 +90,11 @@ async fn main() -> Result<()> {
     for u in 0..users {
         cookies.push(login(addr, &format!("soak{u:04}"), PASSWORD).await?);
     }
+    // The baseline that RSS should return to once everyone has left: the
+    // accounts and sessions exist, no socket is open.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signed_in = process_usage(pid);
+    println!("signed in ({users} users): {} KiB", signed_in.0);
     // Each pair of users shares a dialog.
     let hello = ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
@@ -233,8 +238,8 @@ async fn main() -> Result<()> {
         received.load(Ordering::Relaxed)
     );
     println!(
-        "RSS KiB: idle {}, steady {}, end of churn {}, after all left {}",
-        idle.0, baseline.0, end.0, after.0
+        "RSS KiB: idle {}, signed in {}, steady {}, end of churn {}, after all left {}",
+        idle.0, signed_in.0, baseline.0, end.0, after.0
     );
     println!(
         "open files: idle {}, steady {}, end of churn {}, after all left {}",
