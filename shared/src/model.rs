@@ -15,7 +15,8 @@
 //! someone absent, a duplicate), makes this code panic (SPEC L7): what cannot
 //! be applied is ignored.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::protocol::{
@@ -156,7 +157,7 @@ impl Conversation {
         if let Some(Ended::By(ending)) = self.ended {
             ids.push(ending.user);
         }
-        ids.sort();
+        sort_by(&mut ids, Ord::cmp);
         ids.dedup();
         let mut names: Vec<String> = ids
             .into_iter()
@@ -172,7 +173,7 @@ impl Conversation {
                 .map(|user| user.name.clone())
                 .collect();
         }
-        names.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+        sort_by(&mut names, |a, b| fold_case(a, b).then(a.cmp(b)));
         names
     }
 
@@ -274,7 +275,7 @@ impl Conversation {
             .others(me)
             .iter()
             .map(|name| {
-                name.to_lowercase()
+                name.to_ascii_lowercase()
                     .chars()
                     .map(|ch| match ch {
                         'a'..='z' | '0'..='9' | '_' | '.' | '-' => ch,
@@ -344,7 +345,7 @@ impl Conversation {
             participants.push(user.id);
             self.add_member(user);
         }
-        participants.sort();
+        sort_by(&mut participants, Ord::cmp);
         participants.dedup();
         self.participants = participants;
 
@@ -474,11 +475,30 @@ fn thousands(n: usize) -> String {
 }
 
 /// Online users sorted as the list shows them: by name ignoring case, then id.
-fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
-    a.name
-        .to_lowercase()
-        .cmp(&b.name.to_lowercase())
-        .then(a.id.cmp(&b.id))
+fn by_name(a: &User, b: &User) -> Ordering {
+    fold_case(&a.name, &b.name).then(a.id.cmp(&b.id))
+}
+
+/// Compares names ignoring case. Names are ASCII (SPEC S1), so ASCII case
+/// folding orders them as the relay does, without allocating.
+fn fold_case(a: &str, b: &str) -> Ordering {
+    a.bytes()
+        .map(|b| b.to_ascii_lowercase())
+        .cmp(b.bytes().map(|b| b.to_ascii_lowercase()))
+}
+
+/// A stable insertion sort. The lists the page sorts are short (the
+/// participants of one conversation) or arrive already sorted (the online
+/// list in a welcome), where it takes one comparison per item; it is a
+/// fraction of the code of the standard library's sort in the browser app.
+fn sort_by<T>(items: &mut [T], compare: impl Fn(&T, &T) -> Ordering) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && compare(&items[j - 1], &items[j]) == Ordering::Greater {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 /// Everything one page knows: who I am, who is online, my conversations.
@@ -506,7 +526,7 @@ pub struct ChatState {
     /// Ended conversations a reconnect welcome left out: the relay no longer
     /// holds them for this user (closed in another tab meanwhile, or the relay
     /// restarted), so closing one is local and they are not resumed.
-    unheld: BTreeSet<ConversationId>,
+    unheld: Vec<ConversationId>,
     /// When this page last sent `typing` for each conversation (the page's
     /// clock, in milliseconds).
     typing_sent: HashMap<ConversationId, f64>,
@@ -546,7 +566,7 @@ impl ChatState {
     /// Removes a conversation from the page.
     fn remove(&mut self, id: ConversationId) {
         self.conversations.retain(|c| c.id != id);
-        self.unheld.remove(&id);
+        self.unheld.retain(|held| *held != id);
         self.typing_sent.remove(&id);
         self.marks_sent.remove(&id);
         if self.focus == Some(id) {
@@ -666,8 +686,8 @@ impl ChatState {
     /// went offline has none, and types nowhere (SPEC B1).
     fn presence(&mut self, joined: Vec<User>, left: Vec<UserId>, activity: Vec<UserActivity>) {
         let me = self.me_id();
-        let listed: BTreeSet<UserId> = self.online.iter().map(|u| u.id).collect();
-        let left: BTreeSet<UserId> = left.into_iter().collect();
+        let listed: HashSet<UserId> = self.online.iter().map(|u| u.id).collect();
+        let left: HashSet<UserId> = left.into_iter().collect();
         if !left.is_empty() {
             self.online.retain(|user| !left.contains(&user.id));
             for user in &left {
@@ -714,7 +734,7 @@ impl ChatState {
         self.me = Some(me);
 
         let mut online: Vec<User> = online.into_iter().filter(|u| u.id != me_id).collect();
-        online.sort_by(by_name);
+        sort_by(&mut online, by_name);
         online.dedup_by_key(|u| u.id);
         self.online = online;
         self.activity = activity
@@ -726,7 +746,7 @@ impl ChatState {
             c.typing.clear();
         }
 
-        let seen: BTreeSet<ConversationId> = snapshots.iter().map(|s| s.id).collect();
+        let seen: Vec<ConversationId> = snapshots.iter().map(|s| s.id).collect();
         for snapshot in snapshots {
             self.absorb(snapshot);
         }
@@ -738,7 +758,9 @@ impl ChatState {
                 match c.ended {
                     None => c.end(Ended::Lost),
                     Some(Ended::By(_)) => {
-                        self.unheld.insert(c.id);
+                        if !self.unheld.contains(&c.id) {
+                            self.unheld.push(c.id);
+                        }
                     }
                     Some(Ended::Lost) => {}
                 }
@@ -858,7 +880,7 @@ impl ChatState {
     pub fn open(&self, with: Vec<UserId>) -> ClientMsg {
         let me = self.me_id();
         let mut with: Vec<UserId> = with.into_iter().filter(|id| Some(*id) != me).collect();
-        with.sort();
+        sort_by(&mut with, Ord::cmp);
         with.dedup();
         ClientMsg::Open { with }
     }
@@ -1690,7 +1712,7 @@ mod tests {
     #[test]
     fn c6_client_ids_never_repeat_and_follow_the_seed() {
         let mut state = connected();
-        let mut ids = BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for i in 0..50 {
             let frame = state.send(C, &format!("m{i}")).expect("valid");
             assert!(ids.insert(sent_id(&frame)), "repeated id");

@@ -199,7 +199,7 @@ fn view_message(conversation: &Conversation, message: &ChatMessage, me: UserId) 
                 <span class="author" style={color}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
                 if let Some(tick) = tick {
-                    <span class={classes!("tick", tick.label().to_lowercase())} role="img"
+                    <span class={classes!("tick", tick_class(tick))} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
                     </span>
@@ -234,6 +234,15 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
                 </p>
             }
         </article>
+    }
+}
+
+/// The CSS class of a tick.
+fn tick_class(tick: Tick) -> &'static str {
+    match tick {
+        Tick::Sent => "sent",
+        Tick::Delivered => "delivered",
+        Tick::Read => "read",
     }
 }
 
