@@ -18,6 +18,7 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::rc::Rc;
 
 use crate::protocol::{
     Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure,
@@ -78,8 +79,10 @@ pub enum Ended {
 /// One line of a conversation's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A message stamped by the relay.
-    Message(ChatMessage),
+    /// A message stamped by the relay. Shared, not copied: a page that
+    /// re-renders a conversation of a thousand messages clones the list, and
+    /// tells an unchanged message from a new one by pointer.
+    Message(Rc<ChatMessage>),
     /// A notice: "NAME left", "NAME went offline", [`GAP_NOTICE`], [`LOST_NOTICE`].
     Notice(String),
 }
@@ -190,7 +193,7 @@ impl Conversation {
     /// The messages only, in order.
     pub fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
         self.entries.iter().filter_map(|entry| match entry {
-            Entry::Message(message) => Some(message),
+            Entry::Message(message) => Some(&**message),
             Entry::Notice(_) => None,
         })
     }
@@ -384,7 +387,7 @@ impl Conversation {
         // Sending ends typing (SPEC B1).
         self.typing.retain(|id| *id != message.author);
         self.last_seq = message.seq;
-        self.entries.push(Entry::Message(message));
+        self.entries.push(Entry::Message(Rc::new(message)));
     }
 
     /// Someone is no longer in it: announced by name, once.

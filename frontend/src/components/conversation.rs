@@ -136,6 +136,17 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     let live = conversation.is_live();
     let others = conversation.others(props.me);
     let input_id = format!("message-{}", conversation.id.0);
+    // Each author's name and colour, made once per render and shared by
+    // their messages.
+    let authors: Vec<Author> = conversation
+        .members
+        .iter()
+        .map(|u| Author {
+            id: u.id,
+            name: u.name.clone().into(),
+            style: format!("--user-color: {}", u.color).into(),
+        })
+        .collect();
     html! {
         <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
@@ -165,7 +176,11 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
             <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
                 ref={log} {onscroll} tabindex="0">
                 { for conversation.entries.iter().map(|entry| match entry {
-                    Entry::Message(message) => view_message(conversation, message, props.me),
+                    Entry::Message(message) => html! {
+                        <MessageView message={message.clone()}
+                            author={authors.iter().find(|a| a.id == message.author).cloned()}
+                            tick={conversation.tick(message, props.me)} />
+                    },
                     Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
                 }) }
                 { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
@@ -188,17 +203,45 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     }
 }
 
-fn view_message(conversation: &Conversation, message: &ChatMessage, me: UserId) -> Html {
-    let author = conversation.member(message.author);
-    let name = author.map_or_else(|| "Someone".to_string(), |u| u.name.clone());
-    let color = author.map_or_else(String::new, |u| format!("--user-color: {}", u.color));
-    let tick = conversation.tick(message, me);
+/// A message's author as its messages show them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Author {
+    /// Who.
+    pub id: UserId,
+    /// Their name.
+    pub name: AttrValue,
+    /// The inline style carrying their colour.
+    pub style: AttrValue,
+}
+
+/// Properties of [`MessageView`].
+#[derive(Debug, Clone, PartialEq, Properties)]
+pub struct MessageProps {
+    /// The message, shared with the model: an unchanged message compares
+    /// equal by pointer.
+    pub message: Rc<ChatMessage>,
+    /// Its author, if still known.
+    pub author: Option<Author>,
+    /// The tick on one of my messages in a dialog (SPEC B2).
+    pub tick: Option<Tick>,
+}
+
+/// One confirmed message (SPEC C9). A component of its own so that a
+/// conversation that gains a message renders only that message: the others
+/// keep equal properties and are skipped.
+#[component(MessageView)]
+pub fn message_view(props: &MessageProps) -> Html {
+    let message = &props.message;
+    let (name, style) = match &props.author {
+        Some(author) => (author.name.clone(), author.style.clone()),
+        None => (AttrValue::Static("Someone"), AttrValue::default()),
+    };
     html! {
-        <article class="message" key={message.seq.0}>
+        <article class="message">
             <header>
-                <span class="author" style={color}>{ name }</span>
+                <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
-                if let Some(tick) = tick {
+                if let Some(tick) = props.tick {
                     <span class={classes!("tick", tick_class(tick))} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
