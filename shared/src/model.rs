@@ -18,7 +18,7 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::protocol::{
     Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure,
@@ -82,7 +82,7 @@ pub enum Entry {
     /// A message stamped by the relay. Shared, not copied: a page that
     /// re-renders a conversation of a thousand messages clones the list, and
     /// tells an unchanged message from a new one by pointer.
-    Message(Rc<ChatMessage>),
+    Message(Arc<ChatMessage>),
     /// A notice: "NAME left", "NAME went offline", [`GAP_NOTICE`], [`LOST_NOTICE`].
     Notice(String),
 }
@@ -387,7 +387,7 @@ impl Conversation {
         // Sending ends typing (SPEC B1).
         self.typing.retain(|id| *id != message.author);
         self.last_seq = message.seq;
-        self.entries.push(Entry::Message(Rc::new(message)));
+        self.entries.push(Entry::Message(Arc::new(message)));
     }
 
     /// Someone is no longer in it: announced by name, once.

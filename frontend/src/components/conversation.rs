@@ -1,4 +1,5 @@
 use std::rc::Rc;
+use std::sync::Arc;
 
 use shared::model::{Conversation, Ended, Entry, Pending, Tick};
 use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
@@ -219,7 +220,7 @@ pub struct Author {
 pub struct MessageProps {
     /// The message, shared with the model: an unchanged message compares
     /// equal by pointer.
-    pub message: Rc<ChatMessage>,
+    pub message: Arc<ChatMessage>,
     /// Its author, if still known.
     pub author: Option<Author>,
     /// The tick on one of my messages in a dialog (SPEC B2).
