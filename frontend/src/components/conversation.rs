@@ -2,7 +2,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shared::model::{Conversation, Ended, Entry, Pending, Tick};
-use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
+use shared::protocol::{ChatMessage, ClientMsgId, Departure, Seq, UserId};
 use web_sys::{HtmlElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
@@ -139,15 +139,25 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     let input_id = format!("message-{}", conversation.id.0);
     // Each author's name and colour, made once per render and shared by
     // their messages.
-    let authors: Vec<Author> = conversation
-        .members
-        .iter()
-        .map(|u| Author {
-            id: u.id,
-            name: u.name.clone().into(),
-            style: format!("--user-color: {}", u.color).into(),
+    let authors: Rc<Vec<Author>> = Rc::new(
+        conversation
+            .members
+            .iter()
+            .map(|u| Author {
+                id: u.id,
+                name: u.name.clone().into(),
+                style: format!("--user-color: {}", u.color).into(),
+            })
+            .collect(),
+    );
+    // SPEC B2: ticks are shown in dialogs only, from the other's marks.
+    let dialog_marks = (conversation.members.len() == 2 && conversation.member(props.me).is_some())
+        .then(|| {
+            let other = conversation.members.iter().find(|u| u.id != props.me)?;
+            let marks = conversation.marks_of(other.id);
+            Some(marks.map_or((Seq(0), Seq(0)), |m| (m.delivered, m.read)))
         })
-        .collect();
+        .flatten();
     html! {
         <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
@@ -176,13 +186,9 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
             </header>
             <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
                 ref={log} {onscroll} tabindex="0">
-                { for conversation.entries.iter().map(|entry| match entry {
-                    Entry::Message(message) => html! {
-                        <MessageView message={message.clone()}
-                            author={authors.iter().find(|a| a.id == message.author).cloned()}
-                            tick={conversation.tick(message, props.me)} />
-                    },
-                    Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
+                { for conversation.entries.chunks(LOG_BLOCK).map(|entries| html! {
+                    <LogBlock entries={entries.to_vec()} authors={authors.clone()} me={props.me}
+                        ticks={dialog_marks.map(|marks| clamp_marks(marks, entries))} />
                 }) }
                 { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
             </div>
@@ -204,8 +210,67 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     }
 }
 
+/// Log entries per [`LogBlock`]: a new message renders one block of this
+/// many, and the log compares one property set per block, not per message.
+pub const LOG_BLOCK: usize = 32;
+
+/// The other participant's delivered and read marks in a dialog, narrowed
+/// to the sequence numbers of `entries`: marks that moved elsewhere leave
+/// this block's properties unchanged.
+fn clamp_marks((delivered, read): (Seq, Seq), entries: &[Entry]) -> (Seq, Seq) {
+    let mut seqs = entries.iter().filter_map(|entry| match entry {
+        Entry::Message(message) => Some(message.seq.0),
+        Entry::Notice(_) => None,
+    });
+    let Some(first) = seqs.next() else {
+        return (Seq(0), Seq(0));
+    };
+    let last = seqs.next_back().unwrap_or(first);
+    let (low, high) = (first.min(last).saturating_sub(1), first.max(last));
+    let clamp = |seq: Seq| Seq(seq.0.clamp(low, high));
+    (clamp(delivered), clamp(read))
+}
+
+/// Properties of [`LogBlock`].
+#[derive(Debug, Clone, PartialEq, Properties)]
+pub struct LogBlockProps {
+    /// At most [`LOG_BLOCK`] entries, shared with the model.
+    pub entries: Vec<Entry>,
+    /// The conversation's members as their messages show them.
+    pub authors: Rc<Vec<Author>>,
+    /// The signed-in user.
+    pub me: UserId,
+    /// In a dialog: the other's delivered and read marks (see [`clamp_marks`]).
+    pub ticks: Option<(Seq, Seq)>,
+}
+
+/// A run of consecutive log entries, rendered without a wrapper element.
+#[component(LogBlock)]
+pub fn log_block(props: &LogBlockProps) -> Html {
+    let tick = |message: &ChatMessage| {
+        let (delivered, read) = props.ticks.filter(|_| message.author == props.me)?;
+        Some(if read >= message.seq {
+            Tick::Read
+        } else if delivered >= message.seq {
+            Tick::Delivered
+        } else {
+            Tick::Sent
+        })
+    };
+    html! {
+        { for props.entries.iter().map(|entry| match entry {
+            Entry::Message(message) => html! {
+                <MessageView message={message.clone()}
+                    author={props.authors.iter().find(|a| a.id == message.author).cloned()}
+                    tick={tick(message)} />
+            },
+            Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
+        }) }
+    }
+}
+
 /// A message's author as its messages show them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Author {
     /// Who.
     pub id: UserId,
