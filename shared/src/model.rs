@@ -504,6 +504,50 @@ fn sort_by<T>(items: &mut [T], compare: impl Fn(&T, &T) -> Ordering) {
     }
 }
 
+/// A small map keyed by conversation. A user has at most a hundred live
+/// conversations (SPEC L5): a list is quick enough, and lighter in the
+/// browser app than a hash map.
+#[derive(Debug, Clone, PartialEq)]
+struct PerConversation<T>(Vec<(ConversationId, T)>);
+
+impl<T> Default for PerConversation<T> {
+    fn default() -> Self {
+        PerConversation(Vec::new())
+    }
+}
+
+impl<T> PerConversation<T> {
+    fn get(&self, id: ConversationId) -> Option<&T> {
+        self.0.iter().find(|(held, _)| *held == id).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, id: ConversationId, value: T) {
+        match self.0.iter_mut().find(|(held, _)| *held == id) {
+            Some((_, held)) => *held = value,
+            None => self.0.push((id, value)),
+        }
+    }
+
+    fn entry(&mut self, id: ConversationId, default: T) -> &mut T {
+        let i = match self.0.iter().position(|(held, _)| *held == id) {
+            Some(i) => i,
+            None => {
+                self.0.push((id, default));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, id: ConversationId) {
+        self.0.retain(|(held, _)| *held != id);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Everything one page knows: who I am, who is online, my conversations.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatState {
@@ -532,9 +576,9 @@ pub struct ChatState {
     unheld: Vec<ConversationId>,
     /// When this page last sent `typing` for each conversation (the page's
     /// clock, in milliseconds).
-    typing_sent: HashMap<ConversationId, f64>,
+    typing_sent: PerConversation<f64>,
     /// The highest marks (delivered, read) this page sent for each conversation.
-    marks_sent: HashMap<ConversationId, (Seq, Seq)>,
+    marks_sent: PerConversation<(Seq, Seq)>,
 }
 
 impl ChatState {
@@ -570,8 +614,8 @@ impl ChatState {
     fn remove(&mut self, id: ConversationId) {
         self.conversations.retain(|c| c.id != id);
         self.unheld.retain(|held| *held != id);
-        self.typing_sent.remove(&id);
-        self.marks_sent.remove(&id);
+        self.typing_sent.remove(id);
+        self.marks_sent.remove(id);
         if self.focus == Some(id) {
             self.focus = None;
         }
@@ -838,7 +882,7 @@ impl ChatState {
         }
         let client_id = self.fresh_client_id();
         // Typing right after sending announces itself again (SPEC B1).
-        self.typing_sent.remove(&conversation);
+        self.typing_sent.remove(conversation);
         self.conversations[index].pending.push(Pending {
             client_id,
             text: text.to_string(),
@@ -909,7 +953,7 @@ impl ChatState {
         if !self.conversation(conversation)?.is_live() {
             return None;
         }
-        if let Some(last) = self.typing_sent.get(&conversation) {
+        if let Some(last) = self.typing_sent.get(conversation) {
             // A clock that went back counts as time passed: never silenced for long.
             if now_ms >= *last && now_ms - *last < TYPING_EVERY_MS {
                 return None;
@@ -973,10 +1017,7 @@ impl ChatState {
         if c.ended == Some(Ended::Lost) || unheld {
             return None;
         }
-        let sent = self
-            .marks_sent
-            .entry(conversation)
-            .or_insert((Seq(0), Seq(0)));
+        let sent = self.marks_sent.entry(conversation, (Seq(0), Seq(0)));
         if delivered <= sent.0 && read <= sent.1 {
             return None;
         }
