@@ -1,8 +1,7 @@
 use std::rc::Rc;
-use std::sync::Arc;
 
 use shared::model::{Conversation, Ended, Entry, Pending, Tick};
-use shared::protocol::{ChatMessage, ClientMsgId, Departure, Seq, UserId};
+use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
 use web_sys::{HtmlElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
@@ -139,25 +138,16 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     let input_id = format!("message-{}", conversation.id.0);
     // Each author's name and colour, made once per render and shared by
     // their messages.
-    let authors: Rc<Vec<Author>> = Rc::new(
-        conversation
-            .members
-            .iter()
-            .map(|u| Author {
-                id: u.id,
-                name: u.name.clone().into(),
-                style: format!("--user-color: {}", u.color).into(),
-            })
-            .collect(),
-    );
-    // SPEC B2: ticks are shown in dialogs only, from the other's marks.
-    let dialog_marks = (conversation.members.len() == 2 && conversation.member(props.me).is_some())
-        .then(|| {
-            let other = conversation.members.iter().find(|u| u.id != props.me)?;
-            let marks = conversation.marks_of(other.id);
-            Some(marks.map_or((Seq(0), Seq(0)), |m| (m.delivered, m.read)))
+    let authors: Vec<Author> = conversation
+        .members
+        .iter()
+        .map(|u| Author {
+            id: u.id,
+            name: u.name.clone().into(),
+            style: format!("--user-color: {}", u.color).into(),
         })
-        .flatten();
+        .collect();
+    let tick = |message: &ChatMessage| conversation.tick(message, props.me);
     html! {
         <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
@@ -186,9 +176,9 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
             </header>
             <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
                 ref={log} {onscroll} tabindex="0">
-                { for conversation.entries.chunks(LOG_BLOCK).map(|entries| html! {
-                    <LogBlock entries={entries.to_vec()} authors={authors.clone()} me={props.me}
-                        ticks={dialog_marks.map(|marks| clamp_marks(marks, entries))} />
+                { for conversation.entries.iter().map(|entry| match entry {
+                    Entry::Message(message) => view_message(message, &authors, tick(message)),
+                    Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
                 }) }
                 { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
             </div>
@@ -210,104 +200,27 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     }
 }
 
-/// Log entries per [`LogBlock`]: a new message renders one block of this
-/// many, and the log compares one property set per block, not per message.
-pub const LOG_BLOCK: usize = 32;
-
-/// The other participant's delivered and read marks in a dialog, narrowed
-/// to the sequence numbers of `entries`: marks that moved elsewhere leave
-/// this block's properties unchanged.
-fn clamp_marks((delivered, read): (Seq, Seq), entries: &[Entry]) -> (Seq, Seq) {
-    let mut seqs = entries.iter().filter_map(|entry| match entry {
-        Entry::Message(message) => Some(message.seq.0),
-        Entry::Notice(_) => None,
-    });
-    let Some(first) = seqs.next() else {
-        return (Seq(0), Seq(0));
-    };
-    let last = seqs.next_back().unwrap_or(first);
-    let (low, high) = (first.min(last).saturating_sub(1), first.max(last));
-    let clamp = |seq: Seq| Seq(seq.0.clamp(low, high));
-    (clamp(delivered), clamp(read))
-}
-
-/// Properties of [`LogBlock`].
-#[derive(Debug, Clone, PartialEq, Properties)]
-pub struct LogBlockProps {
-    /// At most [`LOG_BLOCK`] entries, shared with the model.
-    pub entries: Vec<Entry>,
-    /// The conversation's members as their messages show them.
-    pub authors: Rc<Vec<Author>>,
-    /// The signed-in user.
-    pub me: UserId,
-    /// In a dialog: the other's delivered and read marks (see [`clamp_marks`]).
-    pub ticks: Option<(Seq, Seq)>,
-}
-
-/// A run of consecutive log entries, rendered without a wrapper element.
-#[component(LogBlock)]
-pub fn log_block(props: &LogBlockProps) -> Html {
-    let tick = |message: &ChatMessage| {
-        let (delivered, read) = props.ticks.filter(|_| message.author == props.me)?;
-        Some(if read >= message.seq {
-            Tick::Read
-        } else if delivered >= message.seq {
-            Tick::Delivered
-        } else {
-            Tick::Sent
-        })
-    };
-    html! {
-        { for props.entries.iter().map(|entry| match entry {
-            Entry::Message(message) => html! {
-                <MessageView message={message.clone()}
-                    author={props.authors.iter().find(|a| a.id == message.author).cloned()}
-                    tick={tick(message)} />
-            },
-            Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
-        }) }
-    }
-}
-
-/// A message's author as its messages show them.
+/// A message's author as their messages show them: made once per render
+/// and shared by their messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Author {
-    /// Who.
-    pub id: UserId,
-    /// Their name.
-    pub name: AttrValue,
-    /// The inline style carrying their colour.
-    pub style: AttrValue,
+struct Author {
+    id: UserId,
+    name: AttrValue,
+    style: AttrValue,
 }
 
-/// Properties of [`MessageView`].
-#[derive(Debug, Clone, PartialEq, Properties)]
-pub struct MessageProps {
-    /// The message, shared with the model: an unchanged message compares
-    /// equal by pointer.
-    pub message: Arc<ChatMessage>,
-    /// Its author, if still known.
-    pub author: Option<Author>,
-    /// The tick on one of my messages in a dialog (SPEC B2).
-    pub tick: Option<Tick>,
-}
-
-/// One confirmed message (SPEC C9). A component of its own so that a
-/// conversation that gains a message renders only that message: the others
-/// keep equal properties and are skipped.
-#[component(MessageView)]
-pub fn message_view(props: &MessageProps) -> Html {
-    let message = &props.message;
-    let (name, style) = match &props.author {
+/// One confirmed message (SPEC C9), keyed by its sequence number.
+fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -> Html {
+    let (name, style) = match authors.iter().find(|a| a.id == message.author) {
         Some(author) => (author.name.clone(), author.style.clone()),
         None => (AttrValue::Static("Someone"), AttrValue::default()),
     };
     html! {
-        <article class="message">
+        <article class="message" key={message.seq.0}>
             <header>
                 <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
-                if let Some(tick) = props.tick {
+                if let Some(tick) = tick {
                     <span class={classes!("tick", tick_class(tick))} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
