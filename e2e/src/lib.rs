@@ -87,6 +87,11 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The relay's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The app's URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

@@ -1,8 +1,11 @@
 //! The relay's HTTP API, as the page calls it.
 
-use gloo_net::http::Request;
-use shared::api::{ApiError, Credentials};
+use shared::api::Credentials;
 use shared::protocol::User;
+use shared::wire;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Headers, RequestInit, Response};
 
 /// Why a sign-in did not go through, in words for the form (SPEC S2, S3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +38,36 @@ impl LoginError {
     }
 }
 
+/// One call to the relay, with the browser's own `fetch` (cookies go
+/// along: same origin). Returns the status and the body's text.
+async fn call(method: &str, path: &str, json: Option<String>) -> Option<(u16, String)> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(json) = json {
+        let headers = Headers::new().ok()?;
+        headers.set("content-type", "application/json").ok()?;
+        init.set_headers(&headers);
+        init.set_body(&json.into());
+    }
+    let fetch = web_sys::window()?.fetch_with_str_and_init(path, &init);
+    let response: Response = JsFuture::from(fetch).await.ok()?.dyn_into().ok()?;
+    let text = JsFuture::from(response.text().ok()?).await.ok()?;
+    Some((response.status(), text.as_string().unwrap_or_default()))
+}
+
 /// `POST /api/login`.
 pub async fn login(name: &str, password: &str) -> Result<User, LoginError> {
-    let body = Credentials {
+    let body = wire::encode_credentials(&Credentials {
         name: name.to_string(),
         password: password.to_string(),
-    };
-    let request = Request::post("/api/login")
-        .json(&body)
-        .map_err(|_| LoginError::Unreachable)?;
-    let response = request.send().await.map_err(|_| LoginError::Unreachable)?;
-    if response.ok() {
-        return response
-            .json::<User>()
-            .await
-            .map_err(|_| LoginError::Unreachable);
+    });
+    let (status, text) = call("POST", "/api/login", Some(body))
+        .await
+        .ok_or(LoginError::Unreachable)?;
+    if (200..300).contains(&status) {
+        return wire::decode_user(&text).map_err(|_| LoginError::Unreachable);
     }
-    let status = response.status();
-    let error = response.json::<ApiError>().await.ok();
+    let error = wire::decode_api_error(&text).ok();
     let message = error
         .as_ref()
         .map_or_else(|| format!("Sign-in failed ({status})"), |e| e.error.clone());
@@ -69,18 +84,17 @@ pub async fn login(name: &str, password: &str) -> Result<User, LoginError> {
 /// `GET /api/me`: `Ok(Some(user))` when signed in, `Ok(None)` when not,
 /// `Err` when the relay cannot be reached.
 pub async fn me() -> Result<Option<User>, ()> {
-    let response = Request::get("/api/me").send().await.map_err(|_| ())?;
-    match response.status() {
-        200 => response.json::<User>().await.map(Some).map_err(|_| ()),
-        401 => Ok(None),
+    match call("GET", "/api/me", None).await {
+        Some((200, text)) => wire::decode_user(&text).map(Some).map_err(|_| ()),
+        Some((401, _)) => Ok(None),
         _ => Err(()),
     }
 }
 
 /// `POST /api/logout`.
 pub async fn logout() -> bool {
-    match Request::post("/api/logout").send().await {
-        Ok(response) => response.ok(),
-        Err(_) => false,
-    }
+    matches!(
+        call("POST", "/api/logout", None).await,
+        Some((200..=299, _))
+    )
 }

@@ -13,11 +13,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_channel::mpsc;
-use futures_util::{select, FutureExt, SinkExt, StreamExt};
-use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
+use futures_channel::{mpsc, oneshot};
+use futures_util::{select, FutureExt, StreamExt};
 use gloo_timers::future::sleep;
 use shared::protocol::{close_code, ClientMsg, ServerMsg};
+use shared::wire;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
 use yew::Callback;
 
 /// How often the page sends its own heartbeat.
@@ -159,10 +162,7 @@ pub fn spawn(url: String, hello: Rc<dyn Fn() -> ClientMsg>, on_event: Callback<E
     wasm_bindgen_futures::spawn_local(async move {
         let mut attempt = 0;
         loop {
-            let outcome = match WebSocket::open(&url) {
-                Ok(socket) => session(socket, &*hello, &mut outbox, &this, &on_event).await,
-                Err(_) => Outcome::Lost { welcomed: false },
-            };
+            let outcome = session(&url, &hello, &mut outbox, &this, &on_event).await;
             this.connected.set(false);
             match outcome {
                 Outcome::Stopped => return,
@@ -190,65 +190,124 @@ pub fn spawn(url: String, hello: Rc<dyn Fn() -> ClientMsg>, on_event: Callback<E
     link
 }
 
+/// A browser WebSocket and its event handlers. Dropping it detaches the
+/// handlers and closes the socket.
+struct Socket {
+    ws: WebSocket,
+    _handlers: [Closure<dyn FnMut(JsValue)>; 3],
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+impl Socket {
+    fn send(&self, msg: &ClientMsg) -> bool {
+        self.ws.send_with_str(&wire::encode_client(msg)).is_ok()
+    }
+}
+
+/// One socket, from opening to its end. Frames are handled as they arrive,
+/// in the socket's `message` handler: nothing queues between the browser
+/// and the model.
 async fn session(
-    socket: WebSocket,
-    hello: &dyn Fn() -> ClientMsg,
+    url: &str,
+    hello: &Rc<dyn Fn() -> ClientMsg>,
     outbox: &mut mpsc::Receiver<ClientMsg>,
     link: &Link,
     on_event: &Callback<Event>,
 ) -> Outcome {
-    let (mut tx, mut rx) = socket.split();
-    if tx.send(Message::Text(hello().encode())).await.is_err() {
+    let Ok(ws) = WebSocket::new(url) else {
         return Outcome::Lost { welcomed: false };
-    }
-    let mut welcomed = false;
-    let mut last_heard = js_sys::Date::now();
+    };
+    let welcomed = Rc::new(Cell::new(false));
+    let last_heard = Rc::new(Cell::new(js_sys::Date::now()));
+    let (ended, mut closed) = oneshot::channel::<u16>();
+    let ended = Cell::new(Some(ended));
+
+    let on_open = {
+        let (ws, hello) = (ws.clone(), hello.clone());
+        Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+            // A failed send closes the socket, which ends the session.
+            let _ = ws.send_with_str(&wire::encode_client(&hello()));
+        })
+    };
+    let on_message = {
+        let (welcomed, last_heard, link, on_event) = (
+            welcomed.clone(),
+            last_heard.clone(),
+            link.clone(),
+            on_event.clone(),
+        );
+        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            last_heard.set(js_sys::Date::now());
+            let Some(text) = event.unchecked_into::<MessageEvent>().data().as_string() else {
+                return; // binary: only proof of life
+            };
+            match wire::decode_server(&text) {
+                Ok(msg) => {
+                    let welcome = matches!(msg, ServerMsg::Welcome { .. });
+                    if welcome {
+                        welcomed.set(true);
+                        link.connected.set(true);
+                    }
+                    on_event.emit(Event::Frame(msg));
+                    if welcome {
+                        on_event.emit(Event::State(ConnState::Connected));
+                    }
+                }
+                Err(problem) => warn(problem),
+            }
+        })
+    };
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        if let Some(ended) = ended.take() {
+            let _ = ended.send(event.unchecked_into::<CloseEvent>().code());
+        }
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let socket = Socket {
+        ws,
+        _handlers: [on_open, on_message, on_close],
+    };
+
     let mut nonce = 0u64;
     loop {
-        let mut frame = rx.next().fuse();
         let mut queued = outbox.next().fuse();
         let mut beat = sleep(HEARTBEAT).fuse();
         select! {
-            frame = frame => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    last_heard = js_sys::Date::now();
-                    match ServerMsg::decode(&text) {
-                        Ok(msg) => {
-                            let welcome = matches!(msg, ServerMsg::Welcome { .. });
-                            if welcome {
-                                welcomed = true;
-                                link.connected.set(true);
-                            }
-                            on_event.emit(Event::Frame(msg));
-                            if welcome {
-                                on_event.emit(Event::State(ConnState::Connected));
-                            }
-                        }
-                        Err(problem) => warn(&problem),
-                    }
-                }
-                Some(Ok(Message::Bytes(_))) => last_heard = js_sys::Date::now(),
-                Some(Err(WebSocketError::ConnectionClose(close))) if close.code == close_code::SIGNED_OUT => {
-                    return Outcome::SignedOut;
-                }
-                Some(Err(_)) | None => return Outcome::Lost { welcomed },
+            code = &mut closed => {
+                return match code {
+                    Ok(close_code::SIGNED_OUT) => Outcome::SignedOut,
+                    _ => Outcome::Lost { welcomed: welcomed.get() },
+                };
             },
             queued = queued => match queued {
                 Some(msg) => {
-                    if tx.send(Message::Text(msg.encode())).await.is_err() {
-                        return Outcome::Lost { welcomed };
+                    if !socket.send(&msg) {
+                        return Outcome::Lost { welcomed: welcomed.get() };
                     }
                 }
                 None => return Outcome::Stopped,
             },
             () = beat => {
-                let silent_ms = js_sys::Date::now() - last_heard;
+                let silent_ms = js_sys::Date::now() - last_heard.get();
                 if silent_ms > HEARTBEAT_TIMEOUT.as_millis() as f64 {
-                    return Outcome::Lost { welcomed };
+                    return Outcome::Lost { welcomed: welcomed.get() };
                 }
-                nonce += 1;
-                if tx.send(Message::Text(ClientMsg::Ping { nonce }.encode())).await.is_err() {
-                    return Outcome::Lost { welcomed };
+                // Still opening: the timeout above decides.
+                if socket.ws.ready_state() == WebSocket::OPEN {
+                    nonce += 1;
+                    if !socket.send(&ClientMsg::Ping { nonce }) {
+                        return Outcome::Lost { welcomed: welcomed.get() };
+                    }
                 }
             }
         }

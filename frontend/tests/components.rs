@@ -205,13 +205,13 @@ async fn u1_online_users_are_buttons_in_a_named_list_and_two_picks_offer_a_group
 // ---------------------------------------------------------- conversations
 
 fn message(seq: u64, author: u64, text: &str) -> Entry {
-    Entry::Message(ChatMessage {
+    Entry::Message(std::sync::Arc::new(ChatMessage {
         seq: Seq(seq),
         author: UserId(author),
         time: 1_700_000_000_000,
         text: text.into(),
         client_id: ClientMsgId(seq),
-    })
+    }))
 }
 
 fn dialog(entries: Vec<Entry>) -> Conversation {

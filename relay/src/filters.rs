@@ -1,9 +1,16 @@
 //! The HTTP routes, one function per route (after warp's `todos` example).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
+use flate2::{write::GzEncoder, Compression};
+use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use warp::http::StatusCode;
+use warp::hyper::body::Bytes;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -126,21 +133,220 @@ pub fn websocket(relay: Relay) -> impl Filter<Extract = (Response,), Error = Rej
 
 /// The built app: files from the static folder, and `index.html` for any
 /// other GET outside `/api` so that the app's own paths survive a reload.
-pub fn app(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let index = dir.join("index.html");
-    let files = warp::get().and(warp::fs::dir(dir));
-    let fallback = warp::get()
+///
+/// Files are sent gzip-compressed to clients that accept it (each file is
+/// compressed once and kept while it is unchanged on disk). trunk's
+/// content-hashed files are cached by browsers for a year without asking
+/// again; `index.html`, which names them, is revalidated on every load.
+pub fn app(dir: PathBuf) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let assets = Assets {
+        dir,
+        gzipped: Arc::default(),
+    };
+    warp::get()
         .and(warp::path::full())
-        .and_then(|path: warp::path::FullPath| async move {
-            if path.as_str().starts_with("/api/") {
-                Err(warp::reject::not_found())
-            } else {
-                Ok(())
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .and_then(
+            move |path: warp::path::FullPath, accept_encoding: Option<String>| {
+                let assets = assets.clone();
+                async move {
+                    if path.as_str().starts_with("/api/") {
+                        return Err(warp::reject::not_found());
+                    }
+                    assets
+                        .serve(path.as_str(), accepts_gzip(accept_encoding.as_deref()))
+                        .await
+                        .ok_or_else(warp::reject::not_found)
+                }
+            },
+        )
+}
+
+/// `Cache-Control` for content-hashed files: a new build has new names.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` for everything else (`index.html` above all): use the
+/// cached copy only after checking it is still current.
+pub const CACHE_REVALIDATE: &str = "no-cache";
+/// The largest file the app route sends; the built app's files are a
+/// fraction of this.
+const MAX_ASSET_BYTES: u64 = 32 * 1024 * 1024;
+/// Files smaller than this go uncompressed: gzip would save nothing.
+const MIN_GZIP_BYTES: usize = 256;
+/// How many compressed files are kept in memory (the built app has a
+/// handful; when full, further files are compressed per request).
+const MAX_GZIPPED_FILES: usize = 64;
+
+/// The static folder and the compressed copies of its files.
+#[derive(Debug, Clone)]
+struct Assets {
+    dir: PathBuf,
+    gzipped: Arc<Mutex<HashMap<PathBuf, Gzipped>>>,
+}
+
+/// A file's gzip-compressed bytes, with what the file was when compressed.
+#[derive(Debug, Clone)]
+struct Gzipped {
+    modified: Option<SystemTime>,
+    len: u64,
+    body: Bytes,
+}
+
+impl Assets {
+    /// The response for `path`: the file it names, or `index.html`.
+    async fn serve(&self, path: &str, gzip: bool) -> Option<Response> {
+        let (file, meta) = match self.file_for(path).await {
+            Some(found) => found,
+            None => {
+                let index = self.dir.join("index.html");
+                let meta = tokio::fs::metadata(&index).await.ok()?;
+                (index, meta)
             }
+        };
+        if !meta.is_file() || meta.len() > MAX_ASSET_BYTES {
+            return None;
+        }
+        let name = file.file_name()?.to_str()?.to_string();
+        let content_type = content_type(&name);
+        let cache = if is_content_hashed(&name) {
+            CACHE_IMMUTABLE
+        } else {
+            CACHE_REVALIDATE
+        };
+        let raw = Bytes::from(tokio::fs::read(&file).await.ok()?);
+        let compressible = is_compressible(content_type);
+        let (body, encoding) = if compressible && gzip && raw.len() >= MIN_GZIP_BYTES {
+            (self.gzipped(&file, &meta, raw).await?, Some("gzip"))
+        } else {
+            (raw, None)
+        };
+        let mut response = Response::new(body.into());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+        if compressible {
+            headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        if let Some(encoding) = encoding {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        }
+        Some(response)
+    }
+
+    /// The file a URL path names inside the static folder (a folder's
+    /// `index.html`), or `None`. Paths that would leave the folder name nothing.
+    async fn file_for(&self, path: &str) -> Option<(PathBuf, std::fs::Metadata)> {
+        let mut file = self.dir.clone();
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            if segment.starts_with('.') || segment.contains('\\') {
+                return None;
+            }
+            file.push(segment);
+        }
+        let meta = tokio::fs::metadata(&file).await.ok()?;
+        if meta.is_dir() {
+            file.push("index.html");
+            let meta = tokio::fs::metadata(&file).await.ok()?;
+            return Some((file, meta));
+        }
+        Some((file, meta))
+    }
+
+    /// The gzipped bytes of `file`, compressed now or kept from before.
+    async fn gzipped(&self, file: &Path, meta: &std::fs::Metadata, raw: Bytes) -> Option<Bytes> {
+        let (modified, len) = (meta.modified().ok(), meta.len());
+        let held = lock(&self.gzipped).get(file).cloned();
+        if let Some(held) = held.filter(|h| h.modified == modified && h.len == len) {
+            return Some(held.body);
+        }
+        let body = tokio::task::spawn_blocking(move || gzip(&raw))
+            .await
+            .ok()??;
+        let mut gzipped = lock(&self.gzipped);
+        if gzipped.len() < MAX_GZIPPED_FILES || gzipped.contains_key(file) {
+            gzipped.insert(
+                file.to_path_buf(),
+                Gzipped {
+                    modified,
+                    len,
+                    body: body.clone(),
+                },
+            );
+        }
+        Some(body)
+    }
+}
+
+/// The map of compressed files. Never held across an await; a panic while
+/// held leaves a map that is still consistent, so a poisoned lock is used.
+fn lock(map: &Mutex<HashMap<PathBuf, Gzipped>>) -> MutexGuard<'_, HashMap<PathBuf, Gzipped>> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn gzip(raw: &[u8]) -> Option<Bytes> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(raw).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}
+
+/// True if an `Accept-Encoding` header accepts gzip: named with a
+/// non-zero quality, or not named and `*` accepted.
+fn accepts_gzip(header: Option<&str>) -> bool {
+    let Some(header) = header else {
+        return false;
+    };
+    let quality = |wanted: &str| {
+        header.split(',').find_map(|part| {
+            let mut params = part.split(';');
+            let coding = params.next()?.trim();
+            if !coding.eq_ignore_ascii_case(wanted) {
+                return None;
+            }
+            let q = params
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            Some(q)
         })
-        .untuple_one()
-        .and(warp::fs::file(index));
-    files.or(fallback)
+    };
+    quality("gzip")
+        .or_else(|| quality("*"))
+        .is_some_and(|q| q > 0.0)
+}
+
+/// trunk's content-hashed names: `NAME-<16 hex digits>` then `.EXT` or
+/// `_bg.wasm` (e.g. `frontend-9f86d081884c7d65_bg.wasm`).
+fn is_content_hashed(name: &str) -> bool {
+    let Some((_, rest)) = name.rsplit_once('-') else {
+        return false;
+    };
+    let hash = rest.get(..16).unwrap_or_default();
+    hash.len() == 16
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(rest.as_bytes().get(16), Some(b'.' | b'_'))
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Types worth compressing: text, and WebAssembly.
+fn is_compressible(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || matches!(
+            content_type,
+            "application/wasm" | "application/json" | "image/svg+xml"
+        )
 }
 
 /// Turns warp's rejections into plain answers with the right status.

@@ -6,6 +6,8 @@
 //!   state driven by the relay's frames, tested natively.
 //! - [`protocol`]: every frame that crosses the WebSocket, as tagged serde
 //!   enums, with the protocol version both sides check at `hello`.
+//! - [`wire`]: the page's hand-written JSON codec for those frames: the same
+//!   bytes as serde, in a fraction of the browser app's code size.
 //!
 //! This crate builds for `wasm32-unknown-unknown` and native alike and depends
 //! on serde only: no tokio, warp, yew or web-sys.
@@ -13,3 +15,4 @@
 pub mod api;
 pub mod model;
 pub mod protocol;
+pub mod wire;

@@ -15,8 +15,10 @@
 //! someone absent, a duplicate), makes this code panic (SPEC L7): what cannot
 //! be applied is ignored.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::protocol::{
     Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure,
@@ -77,8 +79,10 @@ pub enum Ended {
 /// One line of a conversation's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A message stamped by the relay.
-    Message(ChatMessage),
+    /// A message stamped by the relay. Shared, not copied: a page that
+    /// re-renders a conversation of a thousand messages clones the list, and
+    /// tells an unchanged message from a new one by pointer.
+    Message(Arc<ChatMessage>),
     /// A notice: "NAME left", "NAME went offline", [`GAP_NOTICE`], [`LOST_NOTICE`].
     Notice(String),
 }
@@ -156,7 +160,7 @@ impl Conversation {
         if let Some(Ended::By(ending)) = self.ended {
             ids.push(ending.user);
         }
-        ids.sort();
+        sort_by(&mut ids, Ord::cmp);
         ids.dedup();
         let mut names: Vec<String> = ids
             .into_iter()
@@ -172,7 +176,7 @@ impl Conversation {
                 .map(|user| user.name.clone())
                 .collect();
         }
-        names.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+        sort_by(&mut names, |a, b| fold_case(a, b).then(a.cmp(b)));
         names
     }
 
@@ -189,7 +193,7 @@ impl Conversation {
     /// The messages only, in order.
     pub fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
         self.entries.iter().filter_map(|entry| match entry {
-            Entry::Message(message) => Some(message),
+            Entry::Message(message) => Some(&**message),
             Entry::Notice(_) => None,
         })
     }
@@ -274,7 +278,7 @@ impl Conversation {
             .others(me)
             .iter()
             .map(|name| {
-                name.to_lowercase()
+                name.to_ascii_lowercase()
                     .chars()
                     .map(|ch| match ch {
                         'a'..='z' | '0'..='9' | '_' | '.' | '-' => ch,
@@ -344,7 +348,7 @@ impl Conversation {
             participants.push(user.id);
             self.add_member(user);
         }
-        participants.sort();
+        sort_by(&mut participants, Ord::cmp);
         participants.dedup();
         self.participants = participants;
 
@@ -383,7 +387,7 @@ impl Conversation {
         // Sending ends typing (SPEC B1).
         self.typing.retain(|id| *id != message.author);
         self.last_seq = message.seq;
-        self.entries.push(Entry::Message(message));
+        self.entries.push(Entry::Message(Arc::new(message)));
     }
 
     /// Someone is no longer in it: announced by name, once.
@@ -474,11 +478,74 @@ fn thousands(n: usize) -> String {
 }
 
 /// Online users sorted as the list shows them: by name ignoring case, then id.
-fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
-    a.name
-        .to_lowercase()
-        .cmp(&b.name.to_lowercase())
-        .then(a.id.cmp(&b.id))
+fn by_name(a: &User, b: &User) -> Ordering {
+    fold_case(&a.name, &b.name).then(a.id.cmp(&b.id))
+}
+
+/// Compares names ignoring case. Names are ASCII (SPEC S1), so ASCII case
+/// folding orders them as the relay does, without allocating.
+fn fold_case(a: &str, b: &str) -> Ordering {
+    a.bytes()
+        .map(|b| b.to_ascii_lowercase())
+        .cmp(b.bytes().map(|b| b.to_ascii_lowercase()))
+}
+
+/// A stable insertion sort. The lists the page sorts are short (the
+/// participants of one conversation) or arrive already sorted (the online
+/// list in a welcome), where it takes one comparison per item; it is a
+/// fraction of the code of the standard library's sort in the browser app.
+fn sort_by<T>(items: &mut [T], compare: impl Fn(&T, &T) -> Ordering) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && compare(&items[j - 1], &items[j]) == Ordering::Greater {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
+/// A small map keyed by conversation. A user has at most a hundred live
+/// conversations (SPEC L5): a list is quick enough, and lighter in the
+/// browser app than a hash map.
+#[derive(Debug, Clone, PartialEq)]
+struct PerConversation<T>(Vec<(ConversationId, T)>);
+
+impl<T> Default for PerConversation<T> {
+    fn default() -> Self {
+        PerConversation(Vec::new())
+    }
+}
+
+impl<T> PerConversation<T> {
+    fn get(&self, id: ConversationId) -> Option<&T> {
+        self.0.iter().find(|(held, _)| *held == id).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, id: ConversationId, value: T) {
+        match self.0.iter_mut().find(|(held, _)| *held == id) {
+            Some((_, held)) => *held = value,
+            None => self.0.push((id, value)),
+        }
+    }
+
+    fn entry(&mut self, id: ConversationId, default: T) -> &mut T {
+        let i = match self.0.iter().position(|(held, _)| *held == id) {
+            Some(i) => i,
+            None => {
+                self.0.push((id, default));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, id: ConversationId) {
+        self.0.retain(|(held, _)| *held != id);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Everything one page knows: who I am, who is online, my conversations.
@@ -506,12 +573,12 @@ pub struct ChatState {
     /// Ended conversations a reconnect welcome left out: the relay no longer
     /// holds them for this user (closed in another tab meanwhile, or the relay
     /// restarted), so closing one is local and they are not resumed.
-    unheld: BTreeSet<ConversationId>,
+    unheld: Vec<ConversationId>,
     /// When this page last sent `typing` for each conversation (the page's
     /// clock, in milliseconds).
-    typing_sent: HashMap<ConversationId, f64>,
+    typing_sent: PerConversation<f64>,
     /// The highest marks (delivered, read) this page sent for each conversation.
-    marks_sent: HashMap<ConversationId, (Seq, Seq)>,
+    marks_sent: PerConversation<(Seq, Seq)>,
 }
 
 impl ChatState {
@@ -546,9 +613,9 @@ impl ChatState {
     /// Removes a conversation from the page.
     fn remove(&mut self, id: ConversationId) {
         self.conversations.retain(|c| c.id != id);
-        self.unheld.remove(&id);
-        self.typing_sent.remove(&id);
-        self.marks_sent.remove(&id);
+        self.unheld.retain(|held| *held != id);
+        self.typing_sent.remove(id);
+        self.marks_sent.remove(id);
         if self.focus == Some(id) {
             self.focus = None;
         }
@@ -666,8 +733,8 @@ impl ChatState {
     /// went offline has none, and types nowhere (SPEC B1).
     fn presence(&mut self, joined: Vec<User>, left: Vec<UserId>, activity: Vec<UserActivity>) {
         let me = self.me_id();
-        let listed: BTreeSet<UserId> = self.online.iter().map(|u| u.id).collect();
-        let left: BTreeSet<UserId> = left.into_iter().collect();
+        let listed: HashSet<UserId> = self.online.iter().map(|u| u.id).collect();
+        let left: HashSet<UserId> = left.into_iter().collect();
         if !left.is_empty() {
             self.online.retain(|user| !left.contains(&user.id));
             for user in &left {
@@ -714,7 +781,7 @@ impl ChatState {
         self.me = Some(me);
 
         let mut online: Vec<User> = online.into_iter().filter(|u| u.id != me_id).collect();
-        online.sort_by(by_name);
+        sort_by(&mut online, by_name);
         online.dedup_by_key(|u| u.id);
         self.online = online;
         self.activity = activity
@@ -726,7 +793,7 @@ impl ChatState {
             c.typing.clear();
         }
 
-        let seen: BTreeSet<ConversationId> = snapshots.iter().map(|s| s.id).collect();
+        let seen: Vec<ConversationId> = snapshots.iter().map(|s| s.id).collect();
         for snapshot in snapshots {
             self.absorb(snapshot);
         }
@@ -738,7 +805,9 @@ impl ChatState {
                 match c.ended {
                     None => c.end(Ended::Lost),
                     Some(Ended::By(_)) => {
-                        self.unheld.insert(c.id);
+                        if !self.unheld.contains(&c.id) {
+                            self.unheld.push(c.id);
+                        }
                     }
                     Some(Ended::Lost) => {}
                 }
@@ -813,7 +882,7 @@ impl ChatState {
         }
         let client_id = self.fresh_client_id();
         // Typing right after sending announces itself again (SPEC B1).
-        self.typing_sent.remove(&conversation);
+        self.typing_sent.remove(conversation);
         self.conversations[index].pending.push(Pending {
             client_id,
             text: text.to_string(),
@@ -858,7 +927,7 @@ impl ChatState {
     pub fn open(&self, with: Vec<UserId>) -> ClientMsg {
         let me = self.me_id();
         let mut with: Vec<UserId> = with.into_iter().filter(|id| Some(*id) != me).collect();
-        with.sort();
+        sort_by(&mut with, Ord::cmp);
         with.dedup();
         ClientMsg::Open { with }
     }
@@ -884,7 +953,7 @@ impl ChatState {
         if !self.conversation(conversation)?.is_live() {
             return None;
         }
-        if let Some(last) = self.typing_sent.get(&conversation) {
+        if let Some(last) = self.typing_sent.get(conversation) {
             // A clock that went back counts as time passed: never silenced for long.
             if now_ms >= *last && now_ms - *last < TYPING_EVERY_MS {
                 return None;
@@ -948,10 +1017,7 @@ impl ChatState {
         if c.ended == Some(Ended::Lost) || unheld {
             return None;
         }
-        let sent = self
-            .marks_sent
-            .entry(conversation)
-            .or_insert((Seq(0), Seq(0)));
+        let sent = self.marks_sent.entry(conversation, (Seq(0), Seq(0)));
         if delivered <= sent.0 && read <= sent.1 {
             return None;
         }
@@ -1690,7 +1756,7 @@ mod tests {
     #[test]
     fn c6_client_ids_never_repeat_and_follow_the_seed() {
         let mut state = connected();
-        let mut ids = BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for i in 0..50 {
             let frame = state.send(C, &format!("m{i}")).expect("valid");
             assert!(ids.insert(sent_id(&frame)), "repeated id");

@@ -674,6 +674,39 @@ mod tests {
         );
     }
 
+    /// The page's codec (`crate::wire`) writes the same bytes as serde and
+    /// reads every frame serde writes.
+    #[test]
+    fn the_pages_codec_agrees_with_serde() {
+        for msg in client_samples() {
+            assert_eq!(crate::wire::encode_client(&msg), msg.encode());
+        }
+        let text = "quote \" backslash \\ controls \u{0}\u{1f}\t\n é 😀".to_string();
+        let send = ClientMsg::Send {
+            conversation: ConversationId(u64::MAX),
+            client_id: ClientMsgId(9_007_199_254_740_993),
+            text: text.clone(),
+        };
+        assert_eq!(crate::wire::encode_client(&send), send.encode());
+        let mut samples = server_samples();
+        samples.push(ServerMsg::Message {
+            conversation: ConversationId(u64::MAX),
+            message: ChatMessage { text, ..message() },
+        });
+        for msg in samples {
+            let json = msg.encode();
+            assert_eq!(crate::wire::decode_server(&json), Ok(msg.clone()), "{json}");
+            let pretty = serde_json::to_string_pretty(&msg).unwrap();
+            assert_eq!(crate::wire::decode_server(&pretty), Ok(msg), "{pretty}");
+            // Every cut-off frame is refused, never a panic.
+            for end in 0..json.len() {
+                if let Some(cut) = json.get(..end) {
+                    assert!(crate::wire::decode_server(cut).is_err(), "{cut}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn malformed_frames_are_errors_not_panics() {
         for text in [

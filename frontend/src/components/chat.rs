@@ -2,7 +2,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use shared::model::ChatState;
-use shared::protocol::{ClientMsg, ConversationId, ServerMsg, User, UserId};
+use shared::protocol::{ClientMsg, ClientMsgId, ConversationId, ServerMsg, User, UserId};
 use yew::prelude::*;
 
 use crate::browser::{self, NotifyPermission};
@@ -31,6 +31,7 @@ pub fn chat(props: &ChatProps) -> Html {
     let focus = use_state(|| None::<(ConversationId, u64)>);
     let focus_counter = use_mut_ref(|| 0u64);
     let redraw = use_force_update();
+    let handlers = use_mut_ref(Vec::<(ConversationId, Handlers)>::new);
 
     let request_focus = {
         let (focus, focus_counter) = (focus.clone(), focus_counter.clone());
@@ -160,6 +161,26 @@ pub fn chat(props: &ChatProps) -> Html {
 
     let model = state.borrow();
     let me = props.me.id;
+    // Each conversation's callbacks are made once and kept, so that an
+    // unchanged conversation gets equal properties and is not rendered again.
+    let mut handlers = handlers.borrow_mut();
+    handlers.retain(|(id, _)| model.conversation(*id).is_some());
+    for c in &model.conversations {
+        let id = c.id;
+        if !handlers.iter().any(|(held, _)| *held == id) {
+            handlers.push((
+                id,
+                Handlers {
+                    on_send: conversation_send(&state, &send_frame, &redraw, id),
+                    on_close: conversation_close(&state, &send_frame, &redraw, id),
+                    on_retry: conversation_retry(&state, &send_frame, &redraw, id),
+                    on_discard: conversation_discard(&state, &redraw, id),
+                    on_typing: conversation_typing(&state, &send_frame, id),
+                    on_export: conversation_export(&state, me, id),
+                },
+            ));
+        }
+    }
     let connected = *conn == ConnState::Connected;
     html! {
         <div class="chat">
@@ -194,18 +215,21 @@ pub fn chat(props: &ChatProps) -> Html {
                     { for model.conversations.iter().map(|c| {
                         let id = c.id;
                         let focus_request = focus.and_then(|(target, n)| (target == id).then_some(n));
+                        let Some((_, h)) = handlers.iter().find(|(held, _)| *held == id) else {
+                            return Html::default();
+                        };
                         html! {
                             <ConversationView key={id.0}
                                 conversation={c.clone()}
                                 {me}
                                 {focus_request}
                                 {connected}
-                                on_send={conversation_send(&state, &send_frame, &redraw, id)}
-                                on_close={conversation_close(&state, &send_frame, &redraw, id)}
-                                on_retry={conversation_retry(&state, &send_frame, &redraw, id)}
-                                on_discard={conversation_discard(&state, &redraw, id)}
-                                on_typing={conversation_typing(&state, &send_frame, id)}
-                                on_export={conversation_export(&state, me, id)} />
+                                on_send={h.on_send.clone()}
+                                on_close={h.on_close.clone()}
+                                on_retry={h.on_retry.clone()}
+                                on_discard={h.on_discard.clone()}
+                                on_typing={h.on_typing.clone()}
+                                on_export={h.on_export.clone()} />
                         }
                     }) }
                 </div>
@@ -215,6 +239,17 @@ pub fn chat(props: &ChatProps) -> Html {
 }
 
 type Model = Rc<RefCell<ChatState>>;
+
+/// The callbacks one conversation's view is given.
+#[derive(Debug)]
+struct Handlers {
+    on_send: Callback<String, Result<(), String>>,
+    on_close: Callback<()>,
+    on_retry: Callback<ClientMsgId>,
+    on_discard: Callback<ClientMsgId>,
+    on_typing: Callback<()>,
+    on_export: Callback<()>,
+}
 
 fn conversation_send(
     state: &Model,
@@ -258,7 +293,7 @@ fn conversation_retry(
     send_frame: &(impl Fn(ClientMsg) -> bool + Clone + 'static),
     redraw: &UseForceUpdateHandle,
     id: ConversationId,
-) -> Callback<shared::protocol::ClientMsgId> {
+) -> Callback<ClientMsgId> {
     let (state, send_frame, redraw) = (state.clone(), send_frame.clone(), redraw.clone());
     Callback::from(move |client_id| {
         let frame = state.borrow_mut().retry(id, client_id);
@@ -273,7 +308,7 @@ fn conversation_discard(
     state: &Model,
     redraw: &UseForceUpdateHandle,
     id: ConversationId,
-) -> Callback<shared::protocol::ClientMsgId> {
+) -> Callback<ClientMsgId> {
     let (state, redraw) = (state.clone(), redraw.clone());
     Callback::from(move |client_id| {
         state.borrow_mut().discard(id, client_id);

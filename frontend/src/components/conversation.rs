@@ -136,6 +136,18 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     let live = conversation.is_live();
     let others = conversation.others(props.me);
     let input_id = format!("message-{}", conversation.id.0);
+    // Each author's name and colour, made once per render and shared by
+    // their messages.
+    let authors: Vec<Author> = conversation
+        .members
+        .iter()
+        .map(|u| Author {
+            id: u.id,
+            name: u.name.clone().into(),
+            style: format!("--user-color: {}", u.color).into(),
+        })
+        .collect();
+    let tick = |message: &ChatMessage| conversation.tick(message, props.me);
     html! {
         <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
@@ -165,7 +177,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
             <div class="log" role="log" aria-live="polite" aria-label={format!("Messages with {}", others.join(", "))}
                 ref={log} {onscroll} tabindex="0">
                 { for conversation.entries.iter().map(|entry| match entry {
-                    Entry::Message(message) => view_message(conversation, message, props.me),
+                    Entry::Message(message) => view_message(message, &authors, tick(message)),
                     Entry::Notice(text) => html! { <p class="notice">{ text.clone() }</p> },
                 }) }
                 { for conversation.pending.iter().map(|pending| view_pending(conversation, props, pending)) }
@@ -188,18 +200,28 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
     }
 }
 
-fn view_message(conversation: &Conversation, message: &ChatMessage, me: UserId) -> Html {
-    let author = conversation.member(message.author);
-    let name = author.map_or_else(|| "Someone".to_string(), |u| u.name.clone());
-    let color = author.map_or_else(String::new, |u| format!("--user-color: {}", u.color));
-    let tick = conversation.tick(message, me);
+/// A message's author as their messages show them: made once per render
+/// and shared by their messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Author {
+    id: UserId,
+    name: AttrValue,
+    style: AttrValue,
+}
+
+/// One confirmed message (SPEC C9), keyed by its sequence number.
+fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -> Html {
+    let (name, style) = match authors.iter().find(|a| a.id == message.author) {
+        Some(author) => (author.name.clone(), author.style.clone()),
+        None => (AttrValue::Static("Someone"), AttrValue::default()),
+    };
     html! {
         <article class="message" key={message.seq.0}>
             <header>
-                <span class="author" style={color}>{ name }</span>
+                <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
                 if let Some(tick) = tick {
-                    <span class={classes!("tick", tick.label().to_lowercase())} role="img"
+                    <span class={classes!("tick", tick_class(tick))} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
                     </span>
@@ -234,6 +256,15 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
                 </p>
             }
         </article>
+    }
+}
+
+/// The CSS class of a tick.
+fn tick_class(tick: Tick) -> &'static str {
+    match tick {
+        Tick::Sent => "sent",
+        Tick::Delivered => "delivered",
+        Tick::Read => "read",
     }
 }
 

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use shared::protocol::{Activity, User, UserId, MAX_PARTICIPANTS};
 use yew::prelude::*;
@@ -21,20 +21,20 @@ pub struct OnlineUsersProps {
 /// their name that opens the dialog (C1); tick several to start a group (C10).
 #[component(OnlineUsers)]
 pub fn online_users(props: &OnlineUsersProps) -> Html {
-    let picked = use_state(BTreeSet::<UserId>::new);
+    // The users ticked for a group, in the order ticked (at most a few).
+    let picked = use_state(Vec::<UserId>::new);
     // Forget picks of users who went offline.
-    let live: BTreeSet<UserId> = props.users.iter().map(|u| u.id).collect();
     let chosen: Vec<UserId> = picked
         .iter()
         .copied()
-        .filter(|id| live.contains(id))
+        .filter(|id| props.users.iter().any(|u| u.id == *id))
         .collect();
 
     let start_group = {
         let (picked, on_open, chosen) = (picked.clone(), props.on_open.clone(), chosen.clone());
         Callback::from(move |_: MouseEvent| {
             on_open.emit(chosen.clone());
-            picked.set(BTreeSet::new());
+            picked.set(Vec::new());
         })
     };
 
@@ -55,8 +55,11 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                         let picked = picked.clone();
                         Callback::from(move |_: Event| {
                             let mut next = (*picked).clone();
-                            if !next.remove(&id) {
-                                next.insert(id);
+                            match next.iter().position(|p| *p == id) {
+                                Some(i) => {
+                                    next.remove(i);
+                                }
+                                None => next.push(id),
                             }
                             picked.set(next);
                         })
