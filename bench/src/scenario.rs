@@ -30,10 +30,10 @@ use crate::process_usage;
 
 /// Sockets being set up at once.
 pub const CONNECT_CONCURRENCY: usize = 128;
-/// Pause after each idle checkpoint before memory is read.
-const SETTLE: Duration = Duration::from_secs(2);
-/// How long a fixed-rate run waits for messages still in flight.
-const DRAIN: Duration = Duration::from_secs(2);
+/// Pause after each idle checkpoint before memory is read (`--settle`).
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long a fixed-rate run waits for messages still in flight (`--drain`).
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 /// A latency histogram in nanoseconds, from 1 ns to a minute.
 pub fn histogram() -> Histogram<u64> {
@@ -101,6 +101,7 @@ pub async fn idle(
     pid: u32,
     checkpoints: &[usize],
     accounts: &[Account],
+    settle: Duration,
 ) -> Result<Value> {
     let (stop_tx, stop) = watch::channel(false);
     let connected = Arc::new(AtomicUsize::new(0));
@@ -151,7 +152,7 @@ pub async fn idle(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         connecting += began.elapsed();
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep(settle).await;
         let (rss, fds) = process_usage(pid);
         eprintln!("    {checkpoint} sockets: {rss} KiB, {fds} open files");
         samples.push(json!({
@@ -198,6 +199,8 @@ pub struct DialogRun {
     pub warmup: Duration,
     /// Measured.
     pub measure: Duration,
+    /// After a fixed-rate run: how long messages still in flight are awaited.
+    pub drain: Duration,
 }
 
 #[derive(Debug)]
@@ -314,7 +317,7 @@ pub async fn dialogs(
         None => None,
     };
     if matches!(run.pace, Pace::Rate(_)) {
-        tokio::time::sleep(DRAIN).await;
+        tokio::time::sleep(run.drain).await;
     }
     stop_tx.send_replace(true);
     let mut intended = histogram();

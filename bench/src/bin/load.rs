@@ -58,6 +58,9 @@ enum Scenario {
         /// Chat: the sockets are tabs of this many users (the first accounts).
         #[arg(long)]
         users: Option<usize>,
+        /// Pause after each checkpoint before memory is read.
+        #[arg(long, default_value = "2s", value_parser = humantime_like)]
+        settle: Duration,
     },
     /// Dialogs exchanging 100-byte messages.
     Dialogs {
@@ -79,6 +82,9 @@ enum Scenario {
         warmup: Duration,
         #[arg(long, default_value = "5s", value_parser = humantime_like)]
         measure: Duration,
+        /// After a fixed-rate run: how long messages in flight are awaited.
+        #[arg(long, default_value = "2s", value_parser = humantime_like)]
+        drain: Duration,
         /// Count the server's write system calls with `perf stat`.
         #[arg(long)]
         count_writes: bool,
@@ -151,12 +157,13 @@ async fn main() -> Result<()> {
             checkpoints,
             accounts: file,
             users,
+            settle,
         } => {
             let accounts = accounts(file.as_ref(), users)?;
             if target == Target::Chat && accounts.is_empty() {
                 bail!("the Chat relay needs --accounts");
             }
-            scenario::idle(target, server, pid, &checkpoints, &accounts).await?
+            scenario::idle(target, server, pid, &checkpoints, &accounts, settle).await?
         }
         Scenario::Dialogs {
             target,
@@ -167,6 +174,7 @@ async fn main() -> Result<()> {
             rate,
             warmup,
             measure,
+            drain,
             count_writes,
             accounts: file,
         } => {
@@ -181,6 +189,7 @@ async fn main() -> Result<()> {
                 pace,
                 warmup,
                 measure,
+                drain,
             };
             scenario::dialogs(target, server, pid, run, &accounts, count_writes).await?
         }
