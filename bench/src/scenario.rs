@@ -567,7 +567,7 @@ pub async fn presence(
                         if news {
                             frames.push(now);
                         }
-                        if count == joiners {
+                        if news && count == joiners {
                             complete.fetch_add(1, Ordering::Relaxed);
                         }
                     }
