@@ -211,6 +211,9 @@ struct SideOutcome {
     sent: Histogram<u64>,
     /// Messages this side sent with an intended time inside the window.
     measured_sent: u64,
+    /// The server closed the socket during the run (over capacity, the
+    /// server dropped it as a slow reader).
+    dropped: bool,
 }
 
 /// Dialogs: sets up the pairs, runs them, and counts the messages each
@@ -312,8 +315,11 @@ pub async fn dialogs(
     let counted = delivered.load(Ordering::Relaxed) - counted_from;
     let cpu = cpu_seconds(pid) - cpu_from;
     let (rss, _) = process_usage(pid);
+    // Without perf (or its tracepoints) the run still counts; the report
+    // says why the write calls are missing.
     let writes = match writes {
-        Some(perf) => Some(finish_perf(perf?).await?),
+        Some(Ok(perf)) => Some(finish_perf(perf).await),
+        Some(Err(e)) => Some(Err(e)),
         None => None,
     };
     if matches!(run.pace, Pace::Rate(_)) {
@@ -323,11 +329,13 @@ pub async fn dialogs(
     let mut intended = histogram();
     let mut sent = histogram();
     let mut measured_sent = 0;
+    let mut dropped = 0;
     while let Some(side) = sides.join_next().await {
         let side = side??;
         intended.add(&side.intended)?;
         sent.add(&side.sent)?;
         measured_sent += side.measured_sent;
+        dropped += usize::from(side.dropped);
     }
     let seconds = run.measure.as_secs_f64();
     let mut out = json!({
@@ -335,6 +343,7 @@ pub async fn dialogs(
         "delivered": counted,
         "delivered_per_s": counted as f64 / seconds,
         "server_cpu_s": cpu,
+        "sockets_dropped": dropped,
         "server_rss_kib": rss,
         "latency": quantiles_ms(&intended),
         "latency_from_actual_send": quantiles_ms(&sent),
@@ -344,9 +353,16 @@ pub async fn dialogs(
         out["sent_in_window"] = json!(measured_sent);
         out["lost"] = json!(measured_sent.saturating_sub(intended.len()));
     }
-    if let Some(writes) = writes {
-        out["write_syscalls"] = json!(writes);
-        out["writes_per_delivered"] = json!(writes as f64 / counted.max(1) as f64);
+    match writes {
+        Some(Ok(writes)) => {
+            out["write_syscalls"] = json!(writes);
+            out["writes_per_delivered"] = json!(writes as f64 / counted.max(1) as f64);
+        }
+        Some(Err(e)) => {
+            eprintln!("    write calls not counted: {e:#}");
+            out["writes_error"] = json!(format!("{e:#}"));
+        }
+        None => {}
     }
     Ok(out)
 }
@@ -366,6 +382,7 @@ async fn run_side(
         intended: histogram(),
         sent: histogram(),
         measured_sent: 0,
+        dropped: false,
     };
     let interval = match pace {
         Pace::Rate(rate) => (sockets as f64 / rate * 1e9) as u64,
@@ -373,67 +390,76 @@ async fn run_side(
     };
     let mut next = first;
     tokio::time::sleep_until(instant_at(first).into()).await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            frame = client.ws.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => bail!("closed by the server: {close:?}"),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => bail!("socket closed by the server"),
-                };
-                if let Some(answer) = client.answer(text.as_str()) {
-                    client.ws.send(answer).await?;
-                    continue;
-                }
-                let Some((side, intended, sent)) = read_stamp(text.as_str()) else { continue };
-                if side == client.side {
-                    continue; // Chat's confirmation of our own message
-                }
-                let now = now_nanos();
-                delivered.fetch_add(1, Ordering::Relaxed);
-                if intended >= window_start {
-                    outcome.intended.saturating_record(now.saturating_sub(intended).max(1));
-                    outcome.sent.saturating_record(now.saturating_sub(sent).max(1));
-                }
-                if let Pace::Window(_) = pace {
-                    theirs.add_permits(1);
-                }
-            }
-            permit = mine.acquire(), if matches!(pace, Pace::Window(_)) => {
-                permit?.forget();
-                let mut batch = 1;
-                while let Ok(more) = mine.try_acquire() {
-                    more.forget();
-                    batch += 1;
-                }
-                for _ in 0..batch {
-                    let now = now_nanos();
-                    let frame = client.message(now, now);
-                    client.ws.feed(frame).await?;
-                }
-                client.ws.flush().await?;
-            }
-            () = tokio::time::sleep_until(instant_at(next).into()),
-                if matches!(pace, Pace::Rate(_)) && next < window_end =>
-            {
-                // Every message due by now goes, each stamped with the time
-                // it was due: a late server shows up as latency.
-                let now = now_nanos();
-                while next <= now && next < window_end {
-                    let frame = client.message(next, now);
-                    client.ws.feed(frame).await?;
-                    if (window_start..window_end).contains(&next) {
-                        outcome.measured_sent += 1;
+    let mut exchange = async || -> Result<()> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                frame = client.ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(close))) => bail!("closed by the server: {close:?}"),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => bail!("socket closed by the server"),
+                    };
+                    if let Some(answer) = client.answer(text.as_str()) {
+                        client.ws.send(answer).await?;
+                        continue;
                     }
-                    next += interval.max(1);
+                    let Some((side, intended, sent)) = read_stamp(text.as_str()) else { continue };
+                    if side == client.side {
+                        continue; // Chat's confirmation of our own message
+                    }
+                    let now = now_nanos();
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    if intended >= window_start {
+                        outcome.intended.saturating_record(now.saturating_sub(intended).max(1));
+                        outcome.sent.saturating_record(now.saturating_sub(sent).max(1));
+                    }
+                    if let Pace::Window(_) = pace {
+                        theirs.add_permits(1);
+                    }
                 }
-                client.ws.flush().await?;
+                permit = mine.acquire(), if matches!(pace, Pace::Window(_)) => {
+                    permit?.forget();
+                    let mut batch = 1;
+                    while let Ok(more) = mine.try_acquire() {
+                        more.forget();
+                        batch += 1;
+                    }
+                    for _ in 0..batch {
+                        let now = now_nanos();
+                        let frame = client.message(now, now);
+                        client.ws.feed(frame).await?;
+                    }
+                    client.ws.flush().await?;
+                }
+                () = tokio::time::sleep_until(instant_at(next).into()),
+                    if matches!(pace, Pace::Rate(_)) && next < window_end =>
+                {
+                    // Every message due by now goes, each stamped with the time
+                    // it was due: a late server shows up as latency.
+                    let now = now_nanos();
+                    while next <= now && next < window_end {
+                        let frame = client.message(next, now);
+                        client.ws.feed(frame).await?;
+                        if (window_start..window_end).contains(&next) {
+                            outcome.measured_sent += 1;
+                        }
+                        next += interval.max(1);
+                    }
+                    client.ws.flush().await?;
+                }
             }
         }
+    };
+    if let Err(e) = exchange().await {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            eprintln!("    a socket ended early (the first; all are counted): {e:#}");
+        }
+        outcome.dropped = true;
     }
     Ok(outcome)
 }
@@ -595,7 +621,9 @@ pub async fn presence(
     tokio::time::sleep(SETTLE).await;
     armed.store(true, Ordering::Relaxed);
 
-    // The joiners: each starts at its moment within the window.
+    // The joiners: each starts at its moment within the window, and notes
+    // how long its welcome took and how big it was.
+    let welcomes = Arc::new(Mutex::new(Vec::with_capacity(joiners)));
     let t0 = now_nanos();
     let step = join_window.as_nanos() as u64 / joiners.max(1) as u64;
     for (k, account) in accounts[observers..observers + joiners]
@@ -604,10 +632,17 @@ pub async fn presence(
         .enumerate()
     {
         let (hello_at, mut stop) = (hello_at.clone(), stop.clone());
+        let welcomes = welcomes.clone();
         let index = observers + k;
         tasks.spawn(async move {
             tokio::time::sleep_until(instant_at(t0 + k as u64 * step).into()).await;
             let mut client = joiner(server, index, &account, &hello_at[k]).await?;
+            let welcome = crate::client::next_text(&mut client, Target::Chat).await?;
+            let took = now_nanos().saturating_sub(hello_at[k].load(Ordering::Relaxed));
+            welcomes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((took, welcome.len()));
             loop {
                 tokio::select! {
                     frame = client.next() => match frame {
@@ -661,7 +696,16 @@ pub async fn presence(
         }
     }
     let missing = *missing_ids.lock().unwrap_or_else(|e| e.into_inner());
+    let mut welcome_latency = histogram();
+    let mut welcome_bytes = Vec::new();
+    for &(took, bytes) in welcomes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        welcome_latency.saturating_record(took.max(1));
+        welcome_bytes.push(bytes);
+    }
+    welcome_bytes.sort_unstable();
     Ok(json!({
+        "joiner_welcome": quantiles_ms(&welcome_latency),
+        "joiner_welcome_bytes_median": welcome_bytes.get(welcome_bytes.len() / 2).copied().unwrap_or(0),
         "observers": observers,
         "joiners": joiners,
         "observers_connect_s": observers_took.as_secs_f64(),

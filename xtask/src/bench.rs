@@ -885,7 +885,9 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         )?;
     }
 
-    writeln!(md, "\n## Growth\n")?;
+    writeln!(md, "\n{}", observations(plan, r)?)?;
+
+    writeln!(md, "## Growth\n")?;
     writeln!(
         md,
         "Resident memory (RSS) with idle sockets (median of the idle rounds):\n"
@@ -966,8 +968,28 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
                     )
                 }
             };
+            let dropped: f64 = if load == 0.5 {
+                r.latency
+                    .iter()
+                    .filter(|(kk, _)| *kk == k)
+                    .map(|(_, v)| num(v, "/sockets_dropped"))
+                    .filter(|d| !d.is_nan())
+                    .sum()
+            } else {
+                r.growth_latency
+                    .iter()
+                    .filter(|(kk, l, _)| *kk == k && *l == load)
+                    .map(|(_, _, v)| num(v, "/sockets_dropped"))
+                    .filter(|d| !d.is_nan())
+                    .sum()
+            };
+            let dropped = if dropped > 0.0 {
+                format!(" ({} sockets dropped)", fmt(dropped, ""))
+            } else {
+                String::new()
+            };
             format!(
-                "{} / {} / {} ms",
+                "{} / {} / {} ms{dropped}",
                 fmt(pick("p50_ms"), ""),
                 fmt(pick("p99_ms"), ""),
                 fmt(pick("p999_ms"), "")
@@ -1009,6 +1031,71 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         )?,
     }
     Ok(md)
+}
+
+/// What the figures above do not show by themselves: runs in which the
+/// server dropped sockets, and what the presence burst cost the newcomers.
+fn observations(plan: &Plan, r: &Results) -> Result<String> {
+    let mut notes = String::new();
+    let runs: [(&str, &[(Kind, Value)]); 3] = [
+        ("throughput", &r.throughput),
+        ("latency at 50 % load", &r.latency),
+        ("unloaded latency", &r.unloaded),
+    ];
+    for (what, runs) in runs {
+        for kind in KINDS {
+            let hit: Vec<f64> = runs
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, v)| num(v, "/sockets_dropped"))
+                .filter(|d| *d > 0.0)
+                .collect();
+            if !hit.is_empty() {
+                writeln!(
+                    notes,
+                    "- {what}: in {} of {} rounds the {} dropped sockets ({} in all) as slow \
+                     readers: the offered load was more than the machine carried then.",
+                    hit.len(),
+                    plan.reps,
+                    kind.title(),
+                    fmt(hit.iter().sum(), "")
+                )?;
+            }
+        }
+    }
+    for v in &r.presence {
+        writeln!(
+            notes,
+            "- presence: each newcomer's `welcome` (every online user) was {} KiB; from its \
+             `hello` to its `welcome` took p50 {} / p99 {} ms. {} of {} online clients saw \
+             every join.",
+            fmt(num(v, "/joiner_welcome_bytes_median") / 1024.0, ""),
+            fmt(num(v, "/joiner_welcome/p50_ms"), ""),
+            fmt(num(v, "/joiner_welcome/p99_ms"), ""),
+            fmt(num(v, "/complete_observers"), ""),
+            fmt(num(v, "/observers"), "")
+        )?;
+    }
+    for kind in KINDS {
+        let errors: Vec<&str> = r
+            .throughput
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .filter_map(|(_, v)| v.pointer("/writes_error").and_then(Value::as_str))
+            .collect();
+        if let Some(e) = errors.first() {
+            writeln!(
+                notes,
+                "- write calls of the {} not counted: {e}",
+                kind.title()
+            )?;
+        }
+    }
+    Ok(if notes.is_empty() {
+        String::new()
+    } else {
+        format!("Observations:\n\n{notes}")
+    })
 }
 
 const METHOD: &str = r#"
