@@ -211,7 +211,8 @@ pub fn bench(args: &[String]) -> Result<()> {
                     .parse()
                     .context("--reps needs a number")?;
             }
-            other => bail!("unknown flag {other:?} (--quick, --reps N)"),
+            "--report" => return report_again(),
+            other => bail!("unknown flag {other:?} (--quick, --reps N, --report)"),
         }
     }
     let started = Instant::now();
@@ -264,7 +265,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         } else {
             "runs.json"
         }),
-        serde_json::to_string_pretty(&results.raw)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "took_s": started.elapsed().as_secs_f64(),
+            "date": results.date,
+            "runs": results.raw,
+        }))?,
     )?;
     if bench.plan.quick {
         results.check_flow()?;
@@ -274,6 +279,63 @@ pub fn bench(args: &[String]) -> Result<()> {
         path.display(),
         started.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// `--report`: writes BENCHMARKS.md again from the figures of the last
+/// full run (`target/bench/runs.json`), e.g. once `target/bench/app.md`
+/// is there, or after a change to the report itself.
+fn report_again() -> Result<()> {
+    let path = root().join("target/bench/runs.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}: run `cargo xtask bench` first", path.display()))?;
+    let saved: Value = serde_json::from_str(&text)?;
+    let took = Duration::from_secs_f64(saved["took_s"].as_f64().unwrap_or(0.0));
+    let mut plan = Plan::full();
+    let mut r = Results::default();
+    let runs = saved.get("runs").unwrap_or(&saved);
+    for run in runs.as_array().context("no runs")? {
+        let kind = match run["server"].as_str() {
+            Some("chat") => Kind::Chat,
+            Some("floor") => Kind::Floor,
+            Some("socketio") => Kind::Socketio,
+            other => bail!("unknown server {other:?}"),
+        };
+        let v = run["figures"].clone();
+        let scenario = run["scenario"].as_str().unwrap_or_default();
+        match scenario {
+            "idle" => r.idle.push((kind, v)),
+            "throughput" => r.throughput.push((kind, v)),
+            "coalescing" => r.coalescing.push((kind, v)),
+            "latency" => r.latency.push((kind, v)),
+            "unloaded" => r.unloaded.push((kind, v)),
+            "presence" => r.presence.push(v),
+            _ => {
+                if let Some(d) = scenario.strip_prefix("throughput-") {
+                    r.growth_throughput.push((kind, d.parse()?, v));
+                } else if let Some(load) = scenario.strip_prefix("latency-") {
+                    r.growth_latency.push((kind, load.parse()?, v));
+                } else {
+                    bail!("unknown scenario {scenario:?}");
+                }
+            }
+        }
+        r.raw.push(run.clone());
+    }
+    plan.reps = r
+        .throughput
+        .iter()
+        .filter(|(k, _)| *k == Kind::Chat)
+        .count();
+    r.half_rate = med(&r.latency, Kind::Chat, "/offered_per_s");
+    r.date = saved["date"]
+        .as_str()
+        .unwrap_or("an earlier day")
+        .to_string();
+    let report = report(&plan, &r, took)?;
+    let out = root().join("BENCHMARKS.md");
+    std::fs::write(&out, report)?;
+    cmd::step(&format!("wrote {} from {}", out.display(), path.display()));
     Ok(())
 }
 
@@ -287,6 +349,8 @@ struct Results {
     presence: Vec<Value>,
     growth_throughput: Vec<(Kind, usize, Value)>,
     growth_latency: Vec<(Kind, f64, Value)>,
+    /// When the runs were made (UTC day).
+    date: String,
     /// Dialogs with several messages in flight, the server's writes counted.
     coalescing: Vec<(Kind, Value)>,
     /// The rate of the latency runs: half of the relay's median maximum.
@@ -348,7 +412,10 @@ fn med(runs: &[(Kind, Value)], kind: Kind, pointer: &str) -> f64 {
 impl Bench {
     fn run(&self) -> Result<Results> {
         let plan = &self.plan;
-        let mut results = Results::default();
+        let mut results = Results {
+            date: output_line("date", &["-u", "+%Y-%m-%d"]).unwrap_or_default(),
+            ..Results::default()
+        };
         cmd::step(&format!(
             "signing up {} accounts on the relay",
             plan.accounts()
@@ -884,12 +951,13 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         writeln!(md, "# Benchmarks\n")?;
         writeln!(
             md,
-            "Produced by `cargo xtask bench` in {:.0} minutes. Every figure is the median of \
+            "Produced by `cargo xtask bench` on {} in {:.0} minutes. Every figure is the median of \
              {} interleaved rounds (relay, floor, socket.io, repeated) unless marked otherwise. \
              This machine is shared and noisy (20–50 % from run to run): the ratios against the \
              baselines measured in the same invocation matter more than the bare numbers. \
              Rerun it after any change to the relay; the raw figures of every run are in \
              `target/bench/runs.json`.\n",
+            r.date,
             took.as_secs_f64() / 60.0,
             plan.reps
         )?;
@@ -1097,6 +1165,27 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
                 )?;
             }
         }
+    }
+    let cpu = |k| {
+        median(
+            r.latency
+                .iter()
+                .filter(|(kk, _)| *kk == k)
+                .map(|(_, v)| num(v, "/server_cpu_s") / num(v, "/delivered") * 1e6)
+                .collect(),
+        )
+    };
+    if !r.latency.is_empty() {
+        writeln!(
+            notes,
+            "- server CPU per delivered message at 50 % load (user + system time over the \
+             measured window; steadier than throughput on a shared machine): Chat relay {}, \
+             floor {}, socket.io {} ({} floor).",
+            fmt(cpu(Kind::Chat), "µs"),
+            fmt(cpu(Kind::Floor), "µs"),
+            fmt(cpu(Kind::Socketio), "µs"),
+            fmt(cpu(Kind::Chat) / cpu(Kind::Floor), "×")
+        )?;
     }
     for v in &r.presence {
         writeln!(
