@@ -268,6 +268,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         serde_json::to_string_pretty(&serde_json::json!({
             "took_s": started.elapsed().as_secs_f64(),
             "date": results.date,
+            "load_average": [results.load_average.0, results.load_average.1],
             "runs": results.raw,
         }))?,
     )?;
@@ -351,6 +352,9 @@ struct Results {
     growth_latency: Vec<(Kind, f64, Value)>,
     /// When the runs were made (UTC day).
     date: String,
+    /// The machine's 1-minute load average before and after the runs:
+    /// other work on a shared machine shows here.
+    load_average: (String, String),
     /// Dialogs with several messages in flight, the server's writes counted.
     coalescing: Vec<(Kind, Value)>,
     /// The rate of the latency runs: half of the relay's median maximum.
@@ -414,6 +418,7 @@ impl Bench {
         let plan = &self.plan;
         let mut results = Results {
             date: output_line("date", &["-u", "+%Y-%m-%d"]).unwrap_or_default(),
+            load_average: (load_average(), String::new()),
             ..Results::default()
         };
         cmd::step(&format!(
@@ -536,6 +541,7 @@ impl Bench {
                 results.growth_latency.push((kind, load, v));
             }
         }
+        results.load_average.1 = load_average();
         Ok(results)
     }
 
@@ -755,6 +761,14 @@ fn met(ok: bool) -> Option<bool> {
     Some(ok)
 }
 
+/// The 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn machine() -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -967,6 +981,11 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
     for (k, v) in machine() {
         writeln!(md, "| {k} | {v} |")?;
     }
+    writeln!(
+        md,
+        "| load average (1 min) before / after the runs | {} / {} |",
+        r.load_average.0, r.load_average.1
+    )?;
     writeln!(md, "\nClient and servers share the machine: the load generator's CPU is taken from the server's.\n")?;
 
     writeln!(md, "## Goals\n")?;
@@ -1179,8 +1198,7 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
         writeln!(
             notes,
             "- server CPU per delivered message at 50 % load (user + system time over the \
-             measured window; steadier than throughput on a shared machine): Chat relay {}, \
-             floor {}, socket.io {} ({} floor).",
+             measured window): Chat relay {}, floor {}, socket.io {} ({} floor).",
             fmt(cpu(Kind::Chat), "µs"),
             fmt(cpu(Kind::Floor), "µs"),
             fmt(cpu(Kind::Socketio), "µs"),
