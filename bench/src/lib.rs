@@ -4,13 +4,22 @@
 //!
 //! - `soak` (`cargo xtask soak`): churn for minutes, watching the relay's
 //!   memory and open files.
+//! - `load` (`cargo xtask bench`): one benchmark scenario against one
+//!   server ([`scenario`]), through clients of the relay, the floor and the
+//!   socket.io peer ([`client`]).
+//! - `floor`: the bare WebSocket forwarder the relay is measured against
+//!   ([`floor`]).
+
+pub mod client;
+pub mod floor;
+pub mod scenario;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use shared::protocol::{ClientMsg, ServerMsg};
+use shared::protocol::{ClientMsg, ServerMsg, User};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,6 +31,11 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Signs in (or up) over HTTP; returns the `Cookie` header value.
 pub async fn login(addr: SocketAddr, name: &str, password: &str) -> Result<String> {
+    Ok(sign_in(addr, name, password).await?.0)
+}
+
+/// Signs in (or up) over HTTP; returns the `Cookie` header value and the user.
+pub async fn sign_in(addr: SocketAddr, name: &str, password: &str) -> Result<(String, User)> {
     let body = serde_json::json!({ "name": name, "password": password }).to_string();
     let mut tcp = TcpStream::connect(addr).await?;
     let request = format!(
@@ -39,7 +53,12 @@ pub async fn login(addr: SocketAddr, name: &str, password: &str) -> Result<Strin
             name.eq_ignore_ascii_case("set-cookie").then_some(value)
         })
         .with_context(|| format!("no session cookie in: {response}"))?;
-    Ok(cookie.split(';').next().unwrap_or_default().to_string())
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    let user = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .with_context(|| format!("no user in: {response}"))?;
+    Ok((cookie, user))
 }
 
 /// `GET path` over HTTP/1.1; the response body.

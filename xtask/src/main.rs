@@ -6,7 +6,10 @@
 //! - `cargo xtask test`: setup, then every check and test, with one summary.
 //! - `cargo xtask fuzz [SECONDS]`: fuzz the relay's frame handling (SPEC L7).
 //! - `cargo xtask soak [-- FLAGS]`: minutes of churn against a release relay.
+//! - `cargo xtask bench [--quick]`: the relay against a floor and a
+//!   socket.io peer, written up in BENCHMARKS.md.
 
+mod bench;
 mod cmd;
 mod fuzz;
 mod setup;
@@ -26,7 +29,13 @@ commands:
   soak [-- FLAGS]       10 minutes of churn against a release relay (2,000 clients; flags:
                         --clients N --minutes M), printing memory and open files
   fuzz [SECONDS]        install cargo-fuzz if missing, then fuzz the relay's frame
-                        handling for SECONDS (default 60) and sum the run up";
+                        handling for SECONDS (default 60) and sum the run up
+  bench [--quick|--report]
+                        the release relay against a bare forwarder (the floor) and a
+                        socket.io relay: idle sockets, throughput, latency, presence,
+                        write calls; writes BENCHMARKS.md (about 11 minutes). --quick:
+                        a smoke run writing target/bench/BENCHMARKS.quick.md; --report:
+                        BENCHMARKS.md again from the last run's figures";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +45,7 @@ fn main() -> ExitCode {
         Some("test") => test::test(),
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("-h" | "--help" | "help") => {
             eprintln!("{USAGE}");
             Ok(())

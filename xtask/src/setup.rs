@@ -18,6 +18,9 @@ pub const TRUNK_VERSION: &str = "0.21.14";
 pub const BINARYEN_VERSION: &str = "132";
 /// The Autobahn case runner (PyPI) for the conformance test.
 pub const KOSOKU_VERSION: &str = "0.1.0";
+/// The socket.io release the benchmark's peer runs; its package.json and
+/// package-lock.json name the same.
+pub const SOCKETIO_VERSION: &str = "4.8.1";
 
 /// Debian packages the tests need, with the binary each provides.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -114,6 +117,7 @@ pub fn setup() -> Result<Tools> {
     )?;
     ensure_wasm_opt()?;
     ensure_kosoku()?;
+    ensure_socketio_peer()?;
 
     eprintln!("    setup: everything is in place");
     Ok(Tools {
@@ -235,6 +239,47 @@ fn ensure_kosoku() -> Result<()> {
         bail!("kosoku was installed but is not on PATH");
     }
     Ok(())
+}
+
+/// The benchmark's socket.io peer (`bench/peers/socketio`).
+pub fn socketio_dir() -> PathBuf {
+    root().join("bench/peers/socketio")
+}
+
+/// The socket.io version installed for the peer, if any.
+pub fn installed_socketio() -> Option<String> {
+    let manifest =
+        std::fs::read_to_string(socketio_dir().join("node_modules/socket.io/package.json")).ok()?;
+    let at = manifest.find("\"version\"")?;
+    let rest = manifest[at + "\"version\"".len()..].trim_start();
+    let value = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    Some(value.split('"').next()?.to_string())
+}
+
+/// Installs the socket.io peer's packages from its lock file (`npm ci`)
+/// into its git-ignored `node_modules`, unless they are there already.
+pub fn ensure_socketio_peer() -> Result<()> {
+    if installed_socketio().as_deref() == Some(SOCKETIO_VERSION) {
+        eprintln!("    ok: socket.io {SOCKETIO_VERSION} (the benchmark's peer)");
+        return Ok(());
+    }
+    if output_line("npm", &["--version"]).is_none() {
+        bail!("npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm), then run again");
+    }
+    eprintln!("    installing socket.io {SOCKETIO_VERSION} for the benchmark's peer (npm ci)");
+    cmd::run(Command::new("npm").current_dir(socketio_dir()).args([
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]))?;
+    match installed_socketio() {
+        Some(v) if v == SOCKETIO_VERSION => Ok(()),
+        other => bail!(
+            "npm ci installed socket.io {other:?}, not {SOCKETIO_VERSION}: \
+             bench/peers/socketio/package.json and SOCKETIO_VERSION disagree"
+        ),
+    }
 }
 
 fn ensure_apt_packages() -> Result<()> {

@@ -96,6 +96,13 @@ pub fn test() -> Result<()> {
         Ok(count_tests(&out))
     });
     stage(
+        "benchmark smoke run (cargo xtask bench --quick)",
+        &mut || {
+            crate::bench::bench(&["--quick".to_string()])?;
+            Ok(TestCount::default())
+        },
+    );
+    stage(
         "component tests (wasm-bindgen-test, headless Chromium)",
         &mut || {
             require_browser(&tools)?;
