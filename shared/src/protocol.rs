@@ -707,6 +707,64 @@ mod tests {
         }
     }
 
+    /// SPEC L7 for the page: frames mutated at random (characters
+    /// replaced, dropped, inserted, spans repeated) never make the page's
+    /// codec panic, and whatever serde reads as a frame, the page's codec
+    /// reads as the same frame.
+    #[test]
+    fn mutated_frames_never_panic_the_pages_codec_and_it_agrees_with_serde() {
+        const MUTATIONS_PER_FRAME: usize = 2_000;
+        const ALPHABET: &[char] = &[
+            '{', '}', '[', ']', '"', ':', ',', '\\', '-', '+', '.', 'e', 'E', '0', '1', '9', ' ',
+            '\n', 'n', 't', 'u', 'l', 'a', 'f', 's', 'é', '😀', '\u{0}',
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound.max(1) as u64) as usize
+        };
+        let (mut agreed, mut refused) = (0, 0);
+        for sample in server_samples() {
+            let original: Vec<char> = sample.encode().chars().collect();
+            for _ in 0..MUTATIONS_PER_FRAME {
+                let mut text = original.clone();
+                for _ in 0..1 + next(3) {
+                    let at = next(text.len());
+                    match next(4) {
+                        0 => text[at] = ALPHABET[next(ALPHABET.len())],
+                        1 => {
+                            text.remove(at);
+                        }
+                        2 => text.insert(at, ALPHABET[next(ALPHABET.len())]),
+                        _ => {
+                            let end = (at + 1 + next(12)).min(text.len());
+                            let span: Vec<char> = text[at..end].to_vec();
+                            text.splice(at..at, span);
+                        }
+                    }
+                    if text.is_empty() {
+                        text = original.clone();
+                    }
+                }
+                let text: String = text.into_iter().collect();
+                let ours = crate::wire::decode_server(&text);
+                match ServerMsg::decode(&text) {
+                    Ok(theirs) => {
+                        assert_eq!(ours, Ok(theirs), "{text}");
+                        agreed += 1;
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(
+            agreed > 0 && refused > 0,
+            "{agreed} read, {refused} refused"
+        );
+    }
+
     #[test]
     fn malformed_frames_are_errors_not_panics() {
         for text in [
