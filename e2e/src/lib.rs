@@ -41,6 +41,8 @@ pub struct Stack {
     driver: Child,
     driver_url: String,
     chromium: PathBuf,
+    /// More relays of the same cluster ([`Stack::start_peer`]).
+    peers: Vec<(oneshot::Sender<()>, RelayTask)>,
 }
 
 impl Stack {
@@ -80,6 +82,7 @@ impl Stack {
             driver,
             driver_url: format!("http://127.0.0.1:{port}"),
             chromium,
+            peers: Vec::new(),
         };
         wait_for_port(port)
             .await
@@ -97,8 +100,24 @@ impl Stack {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Starts another relay with the same flags on its own port: with
+    /// `--redis`, a second relay of the same cluster. Returns its base URL,
+    /// for [`Stack::browser_at`].
+    pub async fn start_peer(&mut self) -> Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        self.peers.push(spawn_relay(listener, self.config.clone()));
+        Ok(format!("http://{addr}"))
+    }
+
     /// A new, independent browser: its own profile, so its own cookies.
     pub async fn browser(&self) -> Result<Browser> {
+        self.browser_at(&self.url("")).await
+    }
+
+    /// A new, independent browser whose pages come from `base` (another
+    /// relay of the cluster).
+    pub async fn browser_at(&self, base: &str) -> Result<Browser> {
         let caps = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -127,7 +146,7 @@ impl Stack {
             .context("opening a browser session")?;
         Ok(Browser {
             client,
-            base: self.url(""),
+            base: base.to_string(),
         })
     }
 
@@ -173,6 +192,57 @@ fn spawn_relay(listener: TcpListener, config: relay::Config) -> (oneshot::Sender
         let _ = stopped.await;
     }));
     (stop, relay)
+}
+
+/// A `redis-server` of the scenario's own, on a free port, in its own
+/// folder; killed when dropped (cluster-mode scenarios, SPEC O4).
+#[derive(Debug)]
+pub struct Redis {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts `redis-server` (installed by `cargo xtask setup`); fails
+    /// when it is missing.
+    pub async fn start() -> Result<Redis> {
+        let port = free_port().await?;
+        let dir =
+            std::env::temp_dir().join(format!("chat-e2e-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server: run `cargo xtask setup` as root")?;
+        let redis = Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+            dir,
+        };
+        wait_for_port(port)
+            .await
+            .context("redis-server did not start")?;
+        Ok(redis)
+    }
+
+    /// Its URL, for `--redis`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Drop for Stack {

@@ -779,3 +779,47 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
     alice.close().await?;
     bob.close().await
 }
+
+/// SPEC O4: two relays on one Redis serve one chat. Alice's browser talks
+/// to relay A, bob's to relay B: they see each other, open their dialog and
+/// talk both ways, and both pages show the same messages in the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_redis_serve_one_chat() -> Result<()> {
+    let redis = e2e::Redis::start().await?;
+    let mut config = quick();
+    config.redis = Some(redis.url().to_string());
+    let mut stack = Stack::start(config).await?;
+    let relay_b = stack.start_peer().await?;
+    let alice = signed_in(&stack, "alice").await?;
+    let bob = stack.browser_at(&relay_b).await?;
+    bob.sign_in("bob", PASSWORD).await?;
+    alice
+        .wait_for_text("ul[aria-label='Online users']", "bob")
+        .await?;
+    bob.wait_for_text("ul[aria-label='Online users']", "alice")
+        .await?;
+    dialog(&alice, &bob).await?;
+    alice
+        .send_message("Conversation with bob", "hello from relay A")
+        .await?;
+    bob.send_message("Conversation with alice", "hello from relay B")
+        .await?;
+    let expected = vec![
+        ("alice".to_string(), "hello from relay A".to_string()),
+        ("bob".to_string(), "hello from relay B".to_string()),
+    ];
+    for (browser, title) in [
+        (&alice, "Conversation with bob"),
+        (&bob, "Conversation with alice"),
+    ] {
+        let seen = browser
+            .eventually(Duration::from_secs(10), "both messages", || async {
+                let seen = browser.messages(title).await?;
+                Ok((seen.len() >= expected.len()).then_some(seen))
+            })
+            .await?;
+        ensure!(seen == expected, "{title}: {seen:?}");
+    }
+    alice.close().await?;
+    bob.close().await
+}
