@@ -1169,12 +1169,12 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
     // The app's figures (release .wasm and JS glue gzipped, first render
     // of the sign-in page, appending to a conversation of 1,000 messages):
     // `app_figures` writes `target/bench/app.md` in a full run.
-    writeln!(md, "\n## App\n")?;
     match std::fs::read_to_string(root().join("target/bench/app.md")) {
-        Ok(app) => writeln!(md, "{}", app.trim())?,
+        // It brings its own "## App" heading.
+        Ok(app) => writeln!(md, "\n{}", app.trim())?,
         Err(_) => writeln!(
             md,
-            "Not measured by this run: the app's figures (wasm size, first render, \
+            "\n## App\n\nNot measured by this run: the app's figures (wasm size, first render, \
              appending to 1,000 messages) come from a separate command that writes \
              `target/bench/app.md`, included here when present."
         )?,
