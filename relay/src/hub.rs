@@ -254,6 +254,14 @@ async fn run(
     debug!("hub stopped");
 }
 
+/// Orders a connection closed with 1012: the relay is going away, or the
+/// client must reconnect to be seen again.
+fn send_restart(handle: ConnHandle) {
+    let _ = handle
+        .close
+        .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+}
+
 /// The next batch read from the cluster's log; never, on a single relay.
 async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
     match replica {
@@ -269,9 +277,7 @@ impl State {
     async fn command(&mut self, command: Command, replica: Option<&mut Replica>) {
         match command {
             Command::Connect { handle, .. } if self.closing => {
-                let _ = handle
-                    .close
-                    .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+                send_restart(handle);
                 return;
             }
             Command::Frame { .. } if self.closing => return,
@@ -392,11 +398,7 @@ impl State {
                     // longer than the TTL): its clients are gone from every
                     // core, so they reconnect to be seen again.
                     warn!("the cluster took this relay for dead: reconnecting its clients");
-                    for (_, handle) in self.conns.drain() {
-                        let _ = handle
-                            .close
-                            .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
-                    }
+                    self.close_all();
                 }
                 for conn in replica.by_relay.remove(&relay).unwrap_or_default() {
                     self.core.disconnect(conn, now);
@@ -451,9 +453,7 @@ impl State {
     /// Orders every connection closed with 1012 (shutdown).
     fn close_all(&mut self) {
         for (_, handle) in self.conns.drain() {
-            let _ = handle
-                .close
-                .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
+            send_restart(handle);
         }
     }
 

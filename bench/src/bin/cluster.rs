@@ -286,30 +286,20 @@ async fn main() -> Result<()> {
         "{} dialogs, window {}, {} s per round, {} rounds each, Redis appendfsync {}",
         args.dialogs, args.window, args.seconds, args.rounds, args.fsync
     );
-    let mut alone = dialogs("one", single, single, args.dialogs).await?;
-    let mut across = dialogs("two", a, b, args.dialogs).await?;
+    let alone = dialogs("one", single, single, args.dialogs).await?;
+    let across = dialogs("two", a, b, args.dialogs).await?;
+    let mut setups = [("one relay    ", alone), ("across relays", across)];
     let mut results: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
     for round in 0..args.rounds {
-        let (rate, lat, back) = run(alone, args.seconds, args.window).await?;
-        alone = back;
-        println!(
-            "round {round}: one relay     {rate:>8.0} msg/s  p50 {:.2} ms  p99 {:.2} ms",
-            quantile(&lat, 0.5),
-            quantile(&lat, 0.99)
-        );
-        results[0].0.push(rate);
-        results[0].1.push(quantile(&lat, 0.5));
-        results[0].2.push(quantile(&lat, 0.99));
-        let (rate, lat, back) = run(across, args.seconds, args.window).await?;
-        across = back;
-        println!(
-            "round {round}: across relays {rate:>8.0} msg/s  p50 {:.2} ms  p99 {:.2} ms",
-            quantile(&lat, 0.5),
-            quantile(&lat, 0.99)
-        );
-        results[1].0.push(rate);
-        results[1].1.push(quantile(&lat, 0.5));
-        results[1].2.push(quantile(&lat, 0.99));
+        for ((name, dialogs), result) in setups.iter_mut().zip(&mut results) {
+            let (rate, lat, back) = run(std::mem::take(dialogs), args.seconds, args.window).await?;
+            *dialogs = back;
+            let (p50, p99) = (quantile(&lat, 0.5), quantile(&lat, 0.99));
+            println!("round {round}: {name} {rate:>8.0} msg/s  p50 {p50:.2} ms  p99 {p99:.2} ms");
+            result.0.push(rate);
+            result.1.push(p50);
+            result.2.push(p99);
+        }
     }
     let [one, two] = results.map(|(r, p50, p99)| (median(r), median(p50), median(p99)));
     println!("| setup | delivered msg/s | p50 ms | p99 ms |");

@@ -300,24 +300,7 @@ async fn l7_ten_thousand_malformed_frames() {
 /// grow: the frame is refused at 64 KiB, never buffered.
 #[tokio::test]
 async fn l3_two_mib_frames_close_with_1009_and_relay_memory_stays_put() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--db", ":memory:"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut child, pid, addr) = crate::bare_relay_process().await;
     let cookie = crate::login_at(addr, "alice").await.cookie;
     let hello = ClientMsg::Hello {
         protocol: shared::protocol::PROTOCOL_VERSION,

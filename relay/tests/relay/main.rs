@@ -272,6 +272,35 @@ async fn http(
     })
 }
 
+/// The `relay` binary on a free port with an in-memory store, killed when
+/// dropped, once it accepts connections: for tests that read the relay's
+/// own memory. Returns the child, its pid and its address.
+async fn bare_relay_process() -> (tokio::process::Child, u32, SocketAddr) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--db", ":memory:"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not start"
+        );
+        // A child's readiness cannot be awaited: ask again shortly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, pid, addr)
+}
+
 /// Signs in (or up) as `name` with the test password at the relay on `addr`.
 async fn login_at(addr: SocketAddr, name: impl AsRef<str>) -> Browser {
     let body = serde_json::json!({ "name": name.as_ref(), "password": PASSWORD }).to_string();

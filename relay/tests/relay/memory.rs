@@ -2,14 +2,12 @@
 //! buffers, and large messages sent as fragments so that no buffer keeps
 //! their size (`relay/src/ws.rs`).
 
-use std::time::Duration;
-
 use futures_util::future::join_all;
 use relay::ws::FRAGMENT;
 use shared::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::{config, next_message, open, post, TestRelay, PATIENCE};
@@ -191,24 +189,7 @@ async fn read_frame(tcp: &mut TcpStream) -> (u8, bool, Vec<u8>) {
 /// tungstenite's default buffers cost well over twice that.
 #[tokio::test]
 async fn idle_connections_cost_little_memory_each() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--db", ":memory:"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut child, pid, addr) = crate::bare_relay_process().await;
     let users = CONNECTIONS.div_ceil(TABS_PER_USER);
     let mut cookies = Vec::new();
     for u in 0..users {
