@@ -5,19 +5,24 @@
 //! tungstenite's defaults suit a few busy sockets, not thousands of idle
 //! ones: a 128 KiB read buffer allocated with every socket, and a write
 //! buffer that keeps the capacity of the largest batch it ever sent. warp
-//! 0.4 cannot size either. Here the read buffer is [`READ_BUFFER`], writes
-//! go out once [`WRITE_BUFFER`] bytes are waiting, and [`fragments`] cuts
-//! every message longer than [`FRAGMENT`] into continuation frames, so the
-//! write buffer never holds more than [`MAX_WRITE_BUFFER`]: a large
-//! `welcome` passes through without pinning its size for the rest of the
-//! connection. Browsers and every client library reassemble fragments
-//! (RFC 6455 §5.4).
+//! 0.4 cannot size either. Here the read buffer is [`READ_BUFFER`];
+//! tungstenite hands every frame straight on to [`Coalesce`], which gathers
+//! the frames of one batch and writes them with one call at the flush, then
+//! gives its buffer back; and [`fragments`] cuts every message longer than
+//! [`FRAGMENT`] into continuation frames, so tungstenite's own write buffer
+//! never holds more than [`MAX_WRITE_BUFFER`]: a large `welcome` passes
+//! through without pinning its size for the rest of the connection.
+//! Browsers and every client library reassemble fragments (RFC 6455 §5.4).
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -30,7 +35,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 /// An upgraded WebSocket.
-pub type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub type WebSocket = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Bytes read from the socket at a time, allocated with every connection.
 /// Client frames are small (a hello, a message, a typing signal); a larger
@@ -38,7 +43,14 @@ pub type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub const READ_BUFFER: usize = 1024;
 /// Frames are written to the socket once this many bytes wait (and at
 /// every flush): a burst of small frames still costs one write per KiB.
-pub const WRITE_BUFFER: usize = 1024;
+/// tungstenite passes every frame on at once ([`Coalesce`] gathers them).
+pub const WRITE_BUFFER: usize = 0;
+/// [`Coalesce`] writes what it gathered once this many bytes wait, without
+/// waiting for the flush: the most a batch holds.
+pub const GATHER: usize = 16 * 1024;
+/// [`Coalesce`] keeps a buffer of at most this capacity between batches;
+/// a larger one is given back.
+pub const KEEP: usize = 1024;
 /// The largest frame payload the relay sends; longer messages go out as
 /// a first frame and continuation frames of at most this size.
 pub const FRAGMENT: usize = 1024;
@@ -143,7 +155,7 @@ impl Upgrade {
             async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let io = TokioIo::new(upgraded);
+                        let io = Coalesce::new(TokioIo::new(upgraded));
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                         serve(socket).await;
@@ -341,5 +353,163 @@ mod tests {
         let mut not_websocket = headers;
         not_websocket.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         assert_eq!(upgrade_key(&not_websocket), None);
+    }
+
+    /// Records each write the socket is asked for.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().writes.push(data.len());
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Issue 7: a burst of frames is one write at the flush; a batch over
+    /// GATHER is written as it grows; a control frame goes out at once; the
+    /// buffer is given back after a large batch, so an idle connection
+    /// holds none.
+    #[tokio::test]
+    async fn a_batch_is_one_write_and_the_buffer_is_given_back() {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = Coalesce::new(Recorder::default());
+        // tungstenite writes each frame, header and payload, in one call.
+        let mut text_frame = vec![0x81, 0x7e, 0x00, 0xc4];
+        text_frame.extend([b'x'; 196]);
+        for _ in 0..16 {
+            socket.write_all(&text_frame).await.unwrap();
+        }
+        assert!(socket.inner.writes.is_empty(), "nothing before the flush");
+        socket.flush().await.unwrap();
+        assert_eq!(
+            socket.inner.writes,
+            [16 * 200],
+            "one write for sixteen frames"
+        );
+        assert_eq!(socket.buf.capacity(), 0, "a 3 KiB batch is not kept");
+
+        socket.inner.writes.clear();
+        for _ in 0..100 {
+            socket.write_all(&[0x81; 1024]).await.unwrap();
+        }
+        socket.flush().await.unwrap();
+        let total: usize = socket.inner.writes.iter().sum();
+        assert_eq!(total, 100 * 1024);
+        assert!(
+            socket.inner.writes.len() <= 100 * 1024 / GATHER + 1,
+            "{:?}",
+            socket.inner.writes
+        );
+        assert_eq!(socket.buf.capacity(), 0);
+
+        socket.inner.writes.clear();
+        socket.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+        assert_eq!(socket.inner.writes, [4], "a close goes out without a flush");
+    }
+}
+
+/// The socket under a connection's WebSocket: gathers the frames written
+/// between two flushes and writes them with one call at the flush (at most
+/// [`GATHER`] bytes wait), so a burst costs one write syscall, not one per
+/// frame; control frames go out at once; and after a batch larger than
+/// [`KEEP`] the buffer is given back, so an idle connection holds none.
+#[derive(Debug)]
+pub struct Coalesce<S> {
+    inner: S,
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl<S> Coalesce<S> {
+    /// Wraps a socket.
+    pub fn new(inner: S) -> Self {
+        Coalesce {
+            inner,
+            buf: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Writes out everything gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.buf.clear();
+        self.written = 0;
+        if self.buf.capacity() > KEEP {
+            self.buf = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // What tungstenite wrote while reading goes out before the next read.
+        if this.written < this.buf.len() {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buf.len() >= GATHER {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.buf.extend_from_slice(data);
+        // tungstenite hands over each frame in its own write. A control
+        // frame (close, ping, pong: opcode bit 3) goes out at once: it is
+        // urgent, and tungstenite may not flush after it (a close reply
+        // ends the connection on the spot).
+        if data.first().is_some_and(|b| b & 0x08 != 0) {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
