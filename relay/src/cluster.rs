@@ -724,18 +724,15 @@ async fn sweep_gone(
     me: u64,
     appender: &Appender,
 ) -> Result<(), RedisError> {
-    let ids: Vec<u64> = redis.smembers(key("relay-ids")).await?;
-    let mut known: HashMap<u64, bool> = HashMap::new();
+    let mut ids: Vec<u64> = redis.smembers(key("relay-ids")).await?;
+    ids.sort_unstable();
+    let mut gone = Vec::new();
     for id in ids.into_iter().filter(|id| *id != me) {
         let alive: bool = redis.exists(relay_key(id)).await?;
-        known.insert(id, alive);
+        if !alive {
+            gone.push(id);
+        }
     }
-    let mut gone: Vec<u64> = known
-        .into_iter()
-        .filter(|(_, alive)| !alive)
-        .map(|(id, _)| id)
-        .collect();
-    gone.sort_unstable();
     for relay in gone {
         info!(relay, "a relay stopped answering: ending its connections");
         if !appender.append(EventKind::RelayGone { relay }).await {

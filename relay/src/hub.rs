@@ -215,11 +215,8 @@ async fn run(
                 }
             }
             _ = snapshots.tick(), if !local => {
-                if let Some(replica) = replica.as_ref() {
-                    state.snapshot(replica);
-                }
                 if let Some(replica) = replica.as_mut() {
-                    replica.snapshot_id.clone_from(&replica.last_id);
+                    state.snapshot(replica);
                 }
             }
             // In cluster mode time advances by the log's ticks.
@@ -271,23 +268,17 @@ async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
 }
 
 impl State {
-    /// Applies one command from this relay; once `closing`, new
-    /// connections are sent away and frames are dropped unstamped. In
-    /// cluster mode the command goes to the log instead of the core.
+    /// Takes one command from this relay; once `closing`, new connections
+    /// are sent away and frames are dropped unstamped. The command becomes
+    /// an event: applied now on a single relay, appended to the log in
+    /// cluster mode.
     async fn command(&mut self, command: Command, replica: Option<&mut Replica>) {
-        match command {
+        let kind = match command {
             Command::Connect { handle, .. } if self.closing => {
                 send_restart(handle);
                 return;
             }
             Command::Frame { .. } if self.closing => return,
-            _ => {}
-        }
-        let Some(replica) = replica else {
-            self.apply_local(command);
-            return;
-        };
-        let kind = match command {
             Command::Connect {
                 conn,
                 session,
@@ -303,12 +294,12 @@ impl State {
                     resume,
                 }
             }
-            // A heartbeat changes nothing shared: answered here, so clients
-            // stay connected while Redis is away.
+            // In cluster mode a heartbeat changes nothing shared: answered
+            // here, so clients stay connected while Redis is away.
             Command::Frame {
                 conn,
                 msg: ClientMsg::Ping { nonce },
-            } => {
+            } if replica.is_some() => {
                 if let Some(handle) = self.conns.get(&conn) {
                     let pong = Message::text(ServerMsg::Pong { nonce }.encode());
                     if handle.out.try_send(pong).is_ok() {
@@ -324,32 +315,42 @@ impl State {
             }
             Command::EndSession { session } => EventKind::EndSession { session: session.0 },
         };
-        replica.appender().append(kind).await;
+        self.submit(kind, replica).await;
     }
 
-    fn apply_local(&mut self, command: Command) {
-        let now = now_millis();
-        match command {
-            Command::Connect {
+    /// An event of this relay: applied to the core now (single relay), or
+    /// appended to the log and applied when read back (cluster).
+    async fn submit(&mut self, kind: EventKind, replica: Option<&mut Replica>) {
+        match replica {
+            None => self.apply(kind, now_millis()),
+            Some(replica) => {
+                replica.appender().append(kind).await;
+            }
+        }
+    }
+
+    /// Feeds one event to the core at `now`. `relay_gone` is the log's
+    /// business ([`State::event`]), not the core's.
+    fn apply(&mut self, kind: EventKind, now: Millis) {
+        match kind {
+            EventKind::Connect {
                 conn,
                 session,
                 user,
                 resume,
-                handle,
-            } => {
-                self.conns.insert(conn, handle);
-                self.core.connect(conn, session, user, &resume, now);
-            }
-            Command::Frame { conn, msg } => self.core.frame(conn, msg, now),
-            Command::Disconnect { conn } => {
-                self.conns.remove(&conn);
-                self.core.disconnect(conn, now);
-            }
-            Command::EndSession { session } => self.core.end_session(session, now),
+            } => self
+                .core
+                .connect(ConnId(conn), SessionId(session), user, &resume, now),
+            EventKind::Frame { conn, msg } => self.core.frame(ConnId(conn), msg, now),
+            EventKind::Disconnect { conn } => self.core.disconnect(ConnId(conn), now),
+            EventKind::EndSession { session } => self.core.end_session(SessionId(session), now),
+            EventKind::Tick => self.core.tick(now),
+            EventKind::RelayGone { .. } => {}
         }
     }
 
-    /// Applies one event of the cluster's log, unless it is a duplicate.
+    /// Applies one event of the cluster's log, unless it is a duplicate,
+    /// keeping track of which relay holds which connection.
     fn event(&mut self, replica: &mut Replica, event: Event) {
         let last = replica.applied.entry(event.relay).or_insert(0);
         if event.n <= *last {
@@ -366,45 +367,34 @@ impl State {
         *last = event.n;
         replica.now = replica.now.max(event.now);
         let now = replica.now;
-        match event.kind {
-            EventKind::Connect {
-                conn,
-                session,
-                user,
-                resume,
-            } => {
-                let conn = ConnId(conn);
+        match &event.kind {
+            EventKind::Connect { conn, .. } => {
                 replica
                     .by_relay
-                    .entry(cluster::relay_of(conn.0))
+                    .entry(cluster::relay_of(*conn))
                     .or_default()
-                    .insert(conn);
-                self.core
-                    .connect(conn, SessionId(session), user, &resume, now);
+                    .insert(ConnId(*conn));
             }
-            EventKind::Frame { conn, msg } => self.core.frame(ConnId(conn), msg, now),
             EventKind::Disconnect { conn } => {
-                let conn = ConnId(conn);
-                if let Some(conns) = replica.by_relay.get_mut(&cluster::relay_of(conn.0)) {
-                    conns.remove(&conn);
+                if let Some(conns) = replica.by_relay.get_mut(&cluster::relay_of(*conn)) {
+                    conns.remove(&ConnId(*conn));
                 }
-                self.core.disconnect(conn, now);
             }
-            EventKind::EndSession { session } => self.core.end_session(SessionId(session), now),
-            EventKind::Tick => self.core.tick(now),
             EventKind::RelayGone { relay } => {
-                if relay == replica.link.relay {
+                if *relay == replica.link.relay {
                     // The cluster took this relay for dead (Redis lost for
                     // longer than the TTL): its clients are gone from every
                     // core, so they reconnect to be seen again.
                     warn!("the cluster took this relay for dead: reconnecting its clients");
                     self.close_all();
                 }
-                for conn in replica.by_relay.remove(&relay).unwrap_or_default() {
+                for conn in replica.by_relay.remove(relay).unwrap_or_default() {
                     self.core.disconnect(conn, now);
                 }
             }
+            _ => {}
         }
+        self.apply(event.kind, now);
     }
 
     /// Takes the state of a cluster snapshot.
@@ -424,7 +414,7 @@ impl State {
 
     /// The leader hands its state to be written, when the log has moved
     /// since the last snapshot.
-    fn snapshot(&self, replica: &Replica) {
+    fn snapshot(&self, replica: &mut Replica) {
         if !replica.link.leader.load(Ordering::Relaxed)
             || replica.last_id.is_empty()
             || replica.last_id == replica.snapshot_id
@@ -445,6 +435,7 @@ impl State {
                     .link
                     .snapshots
                     .try_send((replica.last_id.clone(), json));
+                replica.snapshot_id.clone_from(&replica.last_id);
             }
             Err(e) => warn!(error = %e, "the state could not be encoded for a snapshot"),
         }
@@ -466,15 +457,8 @@ impl State {
         warn!(conn = conn.0, "outbound queue full: dropping a slow client");
         self.metrics.queue_drops.fetch_add(1, Ordering::Relaxed);
         let _ = handle.close.send(CloseOrder::SlowConsumer);
-        match replica {
-            None => self.core.disconnect(conn, now_millis()),
-            Some(replica) => {
-                replica
-                    .appender()
-                    .append(EventKind::Disconnect { conn: conn.0 })
-                    .await;
-            }
-        }
+        self.submit(EventKind::Disconnect { conn: conn.0 }, replica)
+            .await;
     }
 
     /// Delivers the core's effects to this relay's connections; returns
