@@ -13,6 +13,7 @@
 //! only), L4 (rate limit), L5 (caps).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,13 @@ pub enum Outbound {
         /// The frame.
         msg: ServerMsg,
     },
+    /// Greet one connection (SPEC U1, C2, R2).
+    Welcome {
+        /// The connection.
+        conn: ConnId,
+        /// What it is told.
+        welcome: Welcome,
+    },
     /// Close a connection with this code and reason.
     Close {
         /// Which.
@@ -94,6 +102,57 @@ pub enum Outbound {
         /// Human-readable reason.
         reason: &'static str,
     },
+}
+
+/// The online users as last announced to every client (SPEC U1, U4),
+/// sorted by name, each with their activity.
+///
+/// It changes only when a presence batch goes out, so every welcome of
+/// one batch window shares it: a newcomer sees the online users as
+/// everyone else last heard of them, and the next batch brings it the
+/// changes since, as it brings them to everyone. A burst of newcomers thus
+/// costs one list per batch, not one per newcomer.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Roster {
+    /// Who is online and how present, sorted by name.
+    pub online: Vec<(User, Activity)>,
+}
+
+/// A `welcome` frame before encoding: the roster is shared with every other
+/// welcome of its batch window, and the user's own entry is left out when
+/// the frame is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Welcome {
+    /// The signed-in user.
+    pub me: User,
+    /// Their conversations, with the messages the tab lacks.
+    pub conversations: Vec<ConversationSnapshot>,
+    /// The online users as last announced.
+    pub roster: Arc<Roster>,
+}
+
+impl Welcome {
+    /// The whole frame.
+    pub fn to_msg(&self) -> ServerMsg {
+        let others = || {
+            self.roster
+                .online
+                .iter()
+                .filter(|(u, _)| u.id != self.me.id)
+        };
+        ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: self.me.clone(),
+            online: others().map(|(u, _)| u.clone()).collect(),
+            conversations: self.conversations.clone(),
+            activity: others()
+                .map(|(u, a)| UserActivity {
+                    user: u.id,
+                    activity: *a,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -244,6 +303,9 @@ pub struct Core {
     last_presence: Option<Millis>,
     /// Every (conversation, user) with a typist entry, to expire them cheaply.
     typists: BTreeSet<(ConversationId, UserId)>,
+    /// The online users as the last presence batch announced them.
+    #[serde(with = "shared_roster")]
+    roster: Arc<Roster>,
     #[serde(skip)]
     out: Vec<Outbound>,
 }
@@ -270,6 +332,7 @@ impl Core {
             presence_activity: BTreeMap::new(),
             last_presence: None,
             typists: BTreeSet::new(),
+            roster: Arc::default(),
             out: Vec::new(),
         }
     }
@@ -359,29 +422,12 @@ impl Core {
             .filter_map(|c| self.conversations.get(c))
             .map(|c| c.snapshot(resume.get(&c.id).copied()))
             .collect();
-        let mut online: Vec<User> = self
-            .users
-            .values()
-            .filter(|u| u.user.id != id)
-            .map(|u| u.user.clone())
-            .collect();
-        online.sort_by_cached_key(name_order);
-        let activity = online
-            .iter()
-            .filter_map(|u| self.users.get(&u.id))
-            .map(|u| UserActivity {
-                user: u.user.id,
-                activity: u.activity,
-            })
-            .collect();
-        let welcome = ServerMsg::Welcome {
-            protocol: PROTOCOL_VERSION,
+        let welcome = Welcome {
             me: user,
-            online,
             conversations,
-            activity,
+            roster: Arc::clone(&self.roster),
         };
-        self.send(vec![conn], welcome);
+        self.out.push(Outbound::Welcome { conn, welcome });
     }
 
     /// A client process is gone. Its user stays online for the grace
@@ -681,6 +727,19 @@ impl Core {
         if !common.is_empty() {
             self.send(common, everyone);
         }
+        self.roster = Arc::new(self.announced_roster());
+    }
+
+    /// Everyone online now, sorted by name: what a presence batch has
+    /// just told every client.
+    fn announced_roster(&self) -> Roster {
+        let mut online: Vec<(User, Activity)> = self
+            .users
+            .values()
+            .map(|u| (u.user.clone(), u.activity))
+            .collect();
+        online.sort_by_cached_key(|(user, _)| name_order(user));
+        Roster { online }
     }
 
     fn go_offline(&mut self, user: UserId) {
@@ -996,6 +1055,28 @@ mod pairs {
     }
 }
 
+/// The shared roster in the state's serialized form: the list itself.
+mod shared_roster {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Roster;
+
+    pub fn serialize<S: Serializer>(
+        roster: &Arc<Roster>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        roster.as_ref().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Roster>, D::Error> {
+        Roster::deserialize(deserializer).map(Arc::new)
+    }
+}
+
 fn unindex(index: &mut HashMap<Vec<UserId>, ConversationId>, key: &[UserId], id: ConversationId) {
     if index.get(key) == Some(&id) {
         index.remove(key);
@@ -1003,7 +1084,7 @@ fn unindex(index: &mut HashMap<Vec<UserId>, ConversationId>, key: &[UserId], id:
 }
 
 /// Users sort by name ignoring case, then by id. The key is made once per
-/// user, not once per comparison: a welcome sorts everyone online.
+/// user, not once per comparison: the roster sorts everyone online.
 fn name_order(user: &User) -> (String, UserId) {
     (user.name.to_lowercase(), user.id)
 }

@@ -42,15 +42,16 @@
 //! decodes back to an equal value; errors and resent messages go only to
 //! the sender; a message's author is its sender and new sequence numbers
 //! have no gaps; conversation frames reach participants only (SPEC L2); a
-//! welcome is addressed to its `me`, and neither it nor a presence diff
+//! welcome is addressed to its `me`, is written around the shared roster
+//! exactly as serde writes it whole, and neither it nor a presence diff
 //! names the recipient (SPEC U1).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use shared::protocol::{
-    ClientMsg, ConversationId, ErrorKind, Resume, ServerMsg, User, UserId, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    ClientMsg, ConversationId, EncodedRoster, ErrorKind, Resume, ServerMsg, User, UserId,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::connection::{MAX_VIOLATIONS, VIOLATION_WINDOW};
@@ -278,6 +279,14 @@ impl Relay {
             for effect in outbound {
                 match effect {
                     Outbound::Send { to, msg } => self.check_send(&to, &msg, sender),
+                    Outbound::Welcome { conn, welcome } => {
+                        let msg = welcome.to_msg();
+                        // The hub writes welcomes around the roster encoded once.
+                        let encoded = EncodedRoster::new(&welcome.roster.online)
+                            .welcome(&welcome.me, &welcome.conversations);
+                        assert_eq!(encoded, msg.encode(), "the roster's welcome differs");
+                        self.check_send(&[conn], &msg, sender);
+                    }
                     Outbound::Close { conn, .. } => {
                         assert!(self.live.remove(&conn).is_some(), "closed {conn:?} twice");
                         // The socket closes; its reader tells the hub.

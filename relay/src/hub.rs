@@ -22,13 +22,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::protocol::{close_code, ClientMsg, Resume, ServerMsg, User};
+use shared::protocol::{close_code, ClientMsg, EncodedRoster, Resume, ServerMsg, User};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
 use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
-use crate::core::{ConnId, Core, Limits, Millis, Outbound, SessionId};
+use crate::core::{ConnId, Core, Limits, Millis, Outbound, Roster, SessionId};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -116,6 +116,7 @@ impl Hub {
             conns: HashMap::new(),
             metrics,
             closing: false,
+            roster: None,
         };
         tokio::spawn(run(state, link.map(Replica::new), tick, rx, shutdown));
         Hub { tx }
@@ -143,6 +144,8 @@ struct State {
     metrics: Arc<Metrics>,
     /// Shutdown has begun: new connections are sent away.
     closing: bool,
+    /// The core's current roster, encoded once for all its welcomes.
+    roster: Option<(Arc<Roster>, EncodedRoster)>,
 }
 
 /// What the hub keeps in cluster mode.
@@ -488,6 +491,26 @@ impl State {
                             Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
                             Err(mpsc::error::TrySendError::Closed(_)) => {}
                         }
+                    }
+                }
+                Outbound::Welcome { conn, welcome } => {
+                    let Some(handle) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let encoded = match &self.roster {
+                        Some((roster, encoded)) if Arc::ptr_eq(roster, &welcome.roster) => encoded,
+                        _ => {
+                            let encoded = EncodedRoster::new(&welcome.roster.online);
+                            &self.roster.insert((welcome.roster.clone(), encoded)).1
+                        }
+                    };
+                    let frame = Message::text(encoded.welcome(&welcome.me, &welcome.conversations));
+                    match handle.out.try_send(frame) {
+                        Ok(()) => {
+                            self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
                 Outbound::Close { conn, code, reason } => {

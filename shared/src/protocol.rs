@@ -465,6 +465,96 @@ impl ServerMsg {
     }
 }
 
+/// The online users of many `welcome` frames, encoded once (SPEC U1, U4).
+///
+/// A welcome lists every other online user with their activity: at
+/// thousands online that is most of the frame, and a burst of newcomers
+/// would otherwise encode the same list again for each. The relay encodes
+/// the list once per presence batch; [`EncodedRoster::welcome`] then writes
+/// each newcomer's frame around it, leaving out the newcomer's own entry.
+/// The bytes equal [`ServerMsg::encode`] of the same welcome (a test holds
+/// the two together).
+#[derive(Debug, Default, Clone)]
+pub struct EncodedRoster {
+    /// Each user's JSON object, one after another.
+    users: String,
+    /// Where each user's object ends in `users`.
+    user_ends: Vec<usize>,
+    /// Each user's activity object, in the same order.
+    activity: String,
+    /// Where each activity object ends in `activity`.
+    activity_ends: Vec<usize>,
+    /// The users, in the same order.
+    ids: Vec<UserId>,
+}
+
+impl EncodedRoster {
+    /// Encodes the online users, sorted by name, each with their activity.
+    pub fn new(online: &[(User, Activity)]) -> Self {
+        let mut roster = EncodedRoster {
+            ids: online.iter().map(|(u, _)| u.id).collect(),
+            ..EncodedRoster::default()
+        };
+        for (user, activity) in online {
+            push_json(&mut roster.users, user);
+            roster.user_ends.push(roster.users.len());
+            let activity = UserActivity {
+                user: user.id,
+                activity: *activity,
+            };
+            push_json(&mut roster.activity, &activity);
+            roster.activity_ends.push(roster.activity.len());
+        }
+        roster
+    }
+
+    /// The `welcome` frame for `me`: the roster without `me`, and `me`'s
+    /// conversations.
+    pub fn welcome(&self, me: &User, conversations: &[ConversationSnapshot]) -> String {
+        let skip = self.ids.iter().position(|id| *id == me.id);
+        let others = self.ids.len() - usize::from(skip.is_some());
+        let mut out = String::with_capacity(self.users.len() + self.activity.len() + 256);
+        out.push_str(r#"{"type":"welcome","protocol":"#);
+        out.push_str(&PROTOCOL_VERSION.to_string());
+        out.push_str(r#","me":"#);
+        push_json(&mut out, me);
+        out.push_str(r#","online":["#);
+        join_skipping(&mut out, &self.users, &self.user_ends, skip);
+        out.push_str(r#"],"conversations":"#);
+        push_json(&mut out, conversations);
+        // As serde writes it: an empty activity list is left out.
+        if others > 0 {
+            out.push_str(r#","activity":["#);
+            join_skipping(&mut out, &self.activity, &self.activity_ends, skip);
+            out.push(']');
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends the JSON of `value`.
+fn push_json<T: Serialize + ?Sized>(out: &mut String, value: &T) {
+    out.push_str(&serde_json::to_string(value).expect("protocol values always serialize"));
+}
+
+/// Appends the objects of `joined` (each ending at its `ends` entry) with
+/// commas between, leaving out the one at `skip`.
+fn join_skipping(out: &mut String, joined: &str, ends: &[usize], skip: Option<usize>) {
+    let mut start = 0;
+    let mut first = true;
+    for (i, &end) in ends.iter().enumerate() {
+        if Some(i) != skip {
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&joined[start..end]);
+            first = false;
+        }
+        start = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,6 +712,56 @@ mod tests {
 
     /// The exact JSON on the wire. A failure here means the protocol changed:
     /// bump [`PROTOCOL_VERSION`] if old clients can no longer talk to the relay.
+    /// The welcome written around a roster encoded once is the welcome
+    /// serde writes, whether the newcomer is in the roster or not.
+    #[test]
+    fn u1_a_welcome_around_an_encoded_roster_is_the_welcome_serde_writes() {
+        let user = |id: u64, name: &str| User {
+            id: UserId(id),
+            name: name.into(),
+            color: "#123456".into(),
+        };
+        let everyone = [
+            (user(1, "alice"), Activity::Active),
+            (user(2, "Bob"), Activity::Away),
+            (user(3, "carol \"\u{e9}"), Activity::Reconnecting),
+        ];
+        let conversations = match &server_samples()[0] {
+            ServerMsg::Welcome { conversations, .. } => conversations.clone(),
+            _ => unreachable!(),
+        };
+        for size in 0..=everyone.len() {
+            let online = &everyone[..size];
+            let roster = EncodedRoster::new(online);
+            for me in [
+                user(1, "alice"),
+                user(2, "Bob"),
+                user(3, "x"),
+                user(9, "zed"),
+            ] {
+                for conversations in [vec![], conversations.clone()] {
+                    let others: Vec<&(User, Activity)> =
+                        online.iter().filter(|(u, _)| u.id != me.id).collect();
+                    let expected = ServerMsg::Welcome {
+                        protocol: PROTOCOL_VERSION,
+                        me: me.clone(),
+                        online: others.iter().map(|(u, _)| u.clone()).collect(),
+                        conversations: conversations.clone(),
+                        activity: others
+                            .iter()
+                            .map(|(u, a)| UserActivity {
+                                user: u.id,
+                                activity: *a,
+                            })
+                            .collect(),
+                    }
+                    .encode();
+                    assert_eq!(roster.welcome(&me, &conversations), expected);
+                }
+            }
+        }
+    }
+
     #[test]
     fn golden_json() {
         let client: Vec<String> = client_samples().iter().map(ClientMsg::encode).collect();

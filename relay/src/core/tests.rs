@@ -53,6 +53,9 @@ impl World {
                         self.inbox.entry(conn).or_default().push(msg.clone());
                     }
                 }
+                Outbound::Welcome { conn, welcome } => {
+                    self.inbox.entry(conn).or_default().push(welcome.to_msg());
+                }
                 Outbound::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
                 }
@@ -219,9 +222,49 @@ fn u1_welcome_lists_the_other_online_users_sorted_by_name_never_yourself() {
     w.connect(10, carol());
     w.connect(20, alice());
     w.connect(30, bob());
+    w.advance(100);
     let welcome = w.connect(31, bob());
     assert_eq!(online_names(&welcome), ["alice", "carol"]);
     assert!(matches!(welcome, ServerMsg::Welcome { me, .. } if me == bob()));
+}
+
+/// A welcome lists the online users as the last presence batch announced
+/// them; the next batch brings the newcomer the changes since, as it
+/// brings them to everyone, so the newcomer's list is never behind
+/// anyone else's and never holds anyone twice.
+#[test]
+fn u1_u4_a_welcome_within_a_batch_window_is_completed_by_the_next_batch() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, carol());
+    w.advance(100);
+    // Carol's last tab closes; her grace ends just after a batch went
+    // out, so the batch that says she left is still to come.
+    w.disconnect(20);
+    let grace = Limits::default().offline_grace.as_millis() as u64;
+    w.advance(grace - 50);
+    w.advance(50);
+    w.frames(10);
+    // Within that window bob comes, then dave.
+    w.connect(30, bob());
+    let welcome = w.connect(40, user(4, "dave"));
+    assert_eq!(
+        online_names(&welcome),
+        ["alice", "carol"],
+        "the roster as last announced: carol still in it, bob not yet"
+    );
+    w.advance(100);
+    assert_eq!(
+        presence(&w.frames(40)),
+        [(vec!["Bob".to_string()], vec![UserId(3)])],
+        "the batch completes the newcomer's list"
+    );
+    assert_eq!(
+        presence(&w.frames(10)),
+        [(vec!["Bob".to_string(), "dave".to_string()], vec![UserId(3)])]
+    );
+    let eve = user(5, "eve");
+    assert_eq!(online_names(&w.connect(50, eve)), ["alice", "Bob", "dave"]);
 }
 
 #[test]
@@ -522,6 +565,7 @@ fn c8_leaving_closes_it_in_all_your_tabs_and_ends_the_dialog_for_the_other() {
             }
         }]
     );
+    w.advance(100);
     assert_eq!(
         online_names(&w.connect(12, alice())),
         ["Bob"],

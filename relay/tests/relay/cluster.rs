@@ -188,7 +188,11 @@ async fn o4_sign_up_on_a_sign_in_on_b_and_talk_across_relays() {
 
     let (mut alice_tab, _) = a.tab(&alice).await;
     let (mut bob_tab, welcome) = b.tab(&bob).await;
-    assert_eq!(welcome.online, ["alice"], "bob on B sees alice on A");
+    assert_eq!(
+        welcome_completed(&mut bob_tab, welcome).await,
+        ["alice"],
+        "bob on B sees alice on A"
+    );
     let (joined, _) = wait_for_presence(&mut alice_tab).await;
     assert_eq!(joined, ["bob"], "alice on A sees bob on B");
 
