@@ -756,7 +756,11 @@ impl ChatState {
             match self.online.binary_search_by(|u| by_name(u, &user)) {
                 // Listed by this very diff (a repeated join): nothing to add.
                 Ok(_) => {}
-                Err(i) => self.online.insert(i, user),
+                Err(i) => {
+                    // A newcomer the diff gives no activity is away.
+                    self.activity.entry(user.id).or_insert(Activity::Away);
+                    self.online.insert(i, user);
+                }
             }
         }
     }
@@ -783,11 +787,15 @@ impl ChatState {
         let mut online: Vec<User> = online.into_iter().filter(|u| u.id != me_id).collect();
         sort_by(&mut online, by_name);
         online.dedup_by_key(|u| u.id);
-        self.online = online;
         self.activity = activity
             .into_iter()
             .map(|entry| (entry.user, entry.activity))
             .collect();
+        // A user the welcome gives no activity is away.
+        for user in &online {
+            self.activity.entry(user.id).or_insert(Activity::Away);
+        }
+        self.online = online;
         self.typing_sent.clear();
         for c in &mut self.conversations {
             c.typing.clear();
@@ -2306,6 +2314,38 @@ mod tests {
                 read: Seq(0),
             })
         );
+    }
+
+    /// The relay names no activity for users who are away (the default):
+    /// the page shows them away, from the welcome and from a join alike.
+    #[test]
+    fn b4_users_named_without_activity_are_away() {
+        let mut state = ChatState::new(0);
+        state.apply(ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: user(ME),
+            online: vec![user(BOB), user(CAROL)],
+            conversations: vec![],
+            activity: vec![UserActivity {
+                user: BOB,
+                activity: Activity::Active,
+            }],
+        });
+        assert_eq!(state.activity_of(BOB), Some(Activity::Active));
+        assert_eq!(state.activity_of(CAROL), Some(Activity::Away));
+        state.apply(ServerMsg::Presence {
+            joined: vec![user(DAVE)],
+            left: vec![],
+            activity: vec![],
+        });
+        assert_eq!(state.activity_of(DAVE), Some(Activity::Away));
+        // A repeated join changes nothing already known.
+        state.apply(ServerMsg::Presence {
+            joined: vec![user(BOB)],
+            left: vec![],
+            activity: vec![],
+        });
+        assert_eq!(state.activity_of(BOB), Some(Activity::Active));
     }
 
     #[test]

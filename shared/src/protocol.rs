@@ -261,7 +261,8 @@ pub enum ServerMsg {
         online: Vec<User>,
         /// Every live conversation of the user.
         conversations: Vec<ConversationSnapshot>,
-        /// How present each online user is (SPEC B4).
+        /// How present each online user is (SPEC B4); a user not named
+        /// here is [`Activity::Away`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         activity: Vec<UserActivity>,
     },
@@ -279,7 +280,9 @@ pub enum ServerMsg {
         /// Users now offline.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         left: Vec<UserId>,
-        /// Online users whose activity changed, the joined included (SPEC B4).
+        /// Online users whose activity changed (SPEC B4), and the joined
+        /// unless they are [`Activity::Away`]: a joined user not named here
+        /// is away.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         activity: Vec<UserActivity>,
     },
@@ -484,12 +487,15 @@ pub struct EncodedRoster {
     activity: String,
     /// Where each activity object ends in `activity`.
     activity_ends: Vec<usize>,
-    /// The users, in the same order.
+    /// The users, in the same order as `users`.
     ids: Vec<UserId>,
+    /// Whose activity each object is.
+    activity_ids: Vec<UserId>,
 }
 
 impl EncodedRoster {
-    /// Encodes the online users, sorted by name, each with their activity.
+    /// Encodes the online users, sorted by name, each with their activity
+    /// ([`Activity::Away`], the default, is left out).
     pub fn new(online: &[(User, Activity)]) -> Self {
         let mut roster = EncodedRoster {
             ids: online.iter().map(|(u, _)| u.id).collect(),
@@ -498,12 +504,15 @@ impl EncodedRoster {
         for (user, activity) in online {
             push_json(&mut roster.users, user);
             roster.user_ends.push(roster.users.len());
-            let activity = UserActivity {
-                user: user.id,
-                activity: *activity,
-            };
-            push_json(&mut roster.activity, &activity);
-            roster.activity_ends.push(roster.activity.len());
+            if *activity != Activity::Away {
+                let activity = UserActivity {
+                    user: user.id,
+                    activity: *activity,
+                };
+                push_json(&mut roster.activity, &activity);
+                roster.activity_ends.push(roster.activity.len());
+                roster.activity_ids.push(user.id);
+            }
         }
         roster
     }
@@ -512,7 +521,7 @@ impl EncodedRoster {
     /// conversations.
     pub fn welcome(&self, me: &User, conversations: &[ConversationSnapshot]) -> String {
         let skip = self.ids.iter().position(|id| *id == me.id);
-        let others = self.ids.len() - usize::from(skip.is_some());
+        let skip_activity = self.activity_ids.iter().position(|id| *id == me.id);
         let mut out = String::with_capacity(self.users.len() + self.activity.len() + 256);
         out.push_str(r#"{"type":"welcome","protocol":"#);
         out.push_str(&PROTOCOL_VERSION.to_string());
@@ -523,9 +532,9 @@ impl EncodedRoster {
         out.push_str(r#"],"conversations":"#);
         push_json(&mut out, conversations);
         // As serde writes it: an empty activity list is left out.
-        if others > 0 {
+        if self.activity_ids.len() > usize::from(skip_activity.is_some()) {
             out.push_str(r#","activity":["#);
-            join_skipping(&mut out, &self.activity, &self.activity_ends, skip);
+            join_skipping(&mut out, &self.activity, &self.activity_ends, skip_activity);
             out.push(']');
         }
         out.push('}');
@@ -749,6 +758,7 @@ mod tests {
                         conversations: conversations.clone(),
                         activity: others
                             .iter()
+                            .filter(|(_, a)| *a != Activity::Away)
                             .map(|(u, a)| UserActivity {
                                 user: u.id,
                                 activity: *a,

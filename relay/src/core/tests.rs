@@ -1008,6 +1008,36 @@ fn b2_b3_marks_move_forward_only_and_reach_every_holder() {
     );
 }
 
+/// Away is the default: a newcomer who is away joins without an activity
+/// entry, and a welcome names only those who are not away.
+#[test]
+fn b4_u4_away_needs_no_entry_in_a_join_or_a_welcome() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.advance(100);
+    w.frames(10);
+    w.connect(20, bob());
+    w.advance(100);
+    let frames = w.frames(10);
+    assert_eq!(presence(&frames), [(vec!["Bob".to_string()], vec![])]);
+    assert_eq!(activity(&frames), [], "bob joined away: nothing to say");
+    w.send(10, ClientMsg::Activity { active: true });
+    w.advance(100);
+    let welcome = w.connect(30, carol());
+    assert_eq!(online_names(&welcome), ["alice", "Bob"]);
+    match welcome {
+        ServerMsg::Welcome { activity, .. } => assert_eq!(
+            activity,
+            [UserActivity {
+                user: UserId(1),
+                activity: Activity::Active
+            }],
+            "alice is active; bob, away, is not named"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn b4_activity_follows_the_tabs_and_is_batched_with_presence() {
     let mut w = World::new();
