@@ -193,7 +193,7 @@ struct Conversation {
     participants: BTreeSet<UserId>,
     /// Users whose list still shows it.
     holders: BTreeSet<UserId>,
-    history: VecDeque<ChatMessage>,
+    history: History,
     next_seq: u64,
     ended: Option<Ending>,
     /// Delivered and read marks by participant (SPEC B2, B3).
@@ -251,6 +251,71 @@ impl Conversation {
 
     fn is_live(&self) -> bool {
         self.ended.is_none()
+    }
+}
+
+/// A conversation's kept messages, oldest first, with an index of who sent
+/// which client id: a resend (SPEC C6) is recognised without a scan of
+/// the history, which would cost every message up to `--history` steps.
+/// Only the messages are serialized; the index is rebuilt from them.
+#[derive(Debug, Default)]
+struct History {
+    messages: VecDeque<ChatMessage>,
+    /// (author, client id) → sequence number, for every message kept.
+    sent: HashMap<(UserId, ClientMsgId), Seq>,
+}
+
+impl History {
+    fn from_messages(messages: VecDeque<ChatMessage>) -> Self {
+        let sent = messages
+            .iter()
+            .map(|m| ((m.author, m.client_id), m.seq))
+            .collect();
+        History { messages, sent }
+    }
+
+    /// Appends a message, then drops the oldest beyond `keep`.
+    fn push(&mut self, message: ChatMessage, keep: usize) {
+        self.sent
+            .insert((message.author, message.client_id), message.seq);
+        self.messages.push_back(message);
+        while self.messages.len() > keep {
+            let Some(old) = self.messages.pop_front() else {
+                break;
+            };
+            let key = (old.author, old.client_id);
+            if self.sent.get(&key) == Some(&old.seq) {
+                self.sent.remove(&key);
+            }
+        }
+    }
+
+    /// The message `author` sent with `client_id`, if it is still kept.
+    fn sent_as(&self, author: UserId, client_id: ClientMsgId) -> Option<&ChatMessage> {
+        let seq = self.sent.get(&(author, client_id))?;
+        let first = self.messages.front()?.seq.0;
+        let index = usize::try_from(seq.0.checked_sub(first)?).ok()?;
+        self.messages.get(index).filter(|m| m.seq == *seq)
+    }
+
+    fn front(&self) -> Option<&ChatMessage> {
+        self.messages.front()
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &ChatMessage> {
+        self.messages.iter()
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.messages.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        VecDeque::deserialize(deserializer).map(History::from_messages)
     }
 }
 
@@ -815,7 +880,7 @@ impl Core {
             members,
             participants: participants.clone(),
             holders: participants.clone(),
-            history: VecDeque::new(),
+            history: History::default(),
             next_seq: 1,
             ended: None,
             marks: BTreeMap::new(),
@@ -863,12 +928,7 @@ impl Core {
             );
         }
         // A resend of a message already stamped: confirm it to this tab only (SPEC C6).
-        if let Some(original) = conversation
-            .history
-            .iter()
-            .rev()
-            .find(|m| m.author == me && m.client_id == client_id)
-        {
+        if let Some(original) = conversation.history.sent_as(me, client_id) {
             let msg = ServerMsg::Message {
                 conversation: id,
                 message: original.clone(),
@@ -910,10 +970,9 @@ impl Core {
         };
         conversation.next_seq += 1;
         self.messages_stamped += 1;
-        conversation.history.push_back(message.clone());
-        while conversation.history.len() > self.limits.history {
-            conversation.history.pop_front();
-        }
+        conversation
+            .history
+            .push(message.clone(), self.limits.history);
         let participants: Vec<UserId> = conversation.participants.iter().copied().collect();
         let to = self.conns_of(participants.iter());
         self.send(

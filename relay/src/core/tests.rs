@@ -1141,3 +1141,37 @@ fn o4_a_restored_core_behaves_like_the_original() {
         assert_eq!(world.frames(conn), twin.frames(conn), "conn {conn}");
     }
 }
+
+/// SPEC C6, L5: a resend is recognised by (author, client id) while its
+/// message is kept, without a scan; once history drops it, it is not; a
+/// cluster snapshot's copy of the history recognises the same resends.
+#[test]
+fn c6_l5_the_history_knows_each_kept_message_by_its_client_id() {
+    let message = |seq: u64, author: u64, client: u64| ChatMessage {
+        seq: Seq(seq),
+        author: UserId(author),
+        time: T0,
+        text: format!("m{seq}"),
+        client_id: ClientMsgId(client),
+    };
+    let mut history = History::default();
+    for seq in 1..=5 {
+        // Alice and bob each number their own messages 1, 2, 3…
+        let (author, client) = if seq % 2 == 1 { (1, seq) } else { (2, seq) };
+        history.push(message(seq, author, client), 3);
+    }
+    let found = |h: &History, author: u64, client: u64| {
+        h.sent_as(UserId(author), ClientMsgId(client))
+            .map(|m| m.seq.0)
+    };
+    assert_eq!(found(&history, 1, 5), Some(5));
+    assert_eq!(found(&history, 2, 4), Some(4));
+    assert_eq!(found(&history, 1, 3), Some(3));
+    assert_eq!(found(&history, 2, 2), None, "dropped with the oldest");
+    assert_eq!(found(&history, 1, 1), None);
+    assert_eq!(found(&history, 2, 5), None, "another author's id");
+    let copy: History = serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
+    assert_eq!(found(&copy, 1, 5), Some(5));
+    assert_eq!(found(&copy, 2, 2), None);
+    assert_eq!(copy.iter().map(|m| m.seq.0).collect::<Vec<_>>(), [3, 4, 5]);
+}
