@@ -743,6 +743,17 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
     ];
     let stack = Stack::start(Config::defaults()).await?;
     let (alice, bob) = alice_and_bob_in_a_dialog(&stack).await?;
+    // Whatever the page's Content-Security-Policy refuses from here on is noted.
+    for browser in [&alice, &bob] {
+        browser
+            .client()
+            .execute(
+                "window.__refused = []; document.addEventListener('securitypolicyviolation', \
+                 e => window.__refused.push(e.violatedDirective + ' ' + e.blockedURI));",
+                vec![],
+            )
+            .await?;
+    }
     for payload in PAYLOADS {
         // Typed as the user would; WebDriver types the text literally.
         alice.send_message("Conversation with bob", payload).await?;
@@ -771,9 +782,46 @@ async fn xss_payloads_render_as_text_and_never_run() -> Result<()> {
             )
             .await?;
         ensure!(injected == 0, "{injected} elements were injected");
+        // The app itself (its styles, colours, sockets) needs nothing the
+        // policy refuses ...
+        let refused = browser
+            .client()
+            .execute("return window.__refused;", vec![])
+            .await?;
+        ensure!(
+            refused == serde_json::json!([]),
+            "the policy refused: {refused}"
+        );
+        // ... and a script that did get into the page would not run.
+        let blocked = browser
+            .client()
+            .execute(
+                "const s = document.createElement('script'); \
+                 s.textContent = 'window.__xss = 1'; document.head.appendChild(s); \
+                 return window.__xss === undefined;",
+                vec![],
+            )
+            .await?;
+        ensure!(blocked == true, "an injected inline script ran");
+        // The refusal is reported after the fact.
+        browser
+            .eventually(Duration::from_secs(5), "the refusal reported", || async {
+                let refused = browser
+                    .client()
+                    .execute("return window.__refused;", vec![])
+                    .await?;
+                Ok(refused
+                    .as_array()
+                    .is_some_and(|r| {
+                        r.len() == 1 && r[0].as_str().is_some_and(|d| d.starts_with("script-src"))
+                    })
+                    .then_some(()))
+            })
+            .await?;
     }
     println!(
-        "figure: {} payloads, 0 executions, 0 injected elements",
+        "figure: {} payloads, 0 executions, 0 injected elements, 0 refusals by the \
+         Content-Security-Policy; an inline script added to the page is refused",
         PAYLOADS.len()
     );
     alice.close().await?;

@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use base64::Engine;
 use flate2::{write::GzEncoder, Compression};
-use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use sha2::{Digest, Sha256};
+use warp::http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
+};
 use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
 use warp::reply::Response;
@@ -162,6 +167,9 @@ pub fn app(dir: PathBuf) -> impl Filter<Extract = (Response,), Error = Rejection
         )
 }
 
+/// The content type of the app's pages.
+const HTML: &str = "text/html; charset=utf-8";
+
 /// `Cache-Control` for content-hashed files: a new build has new names.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` for everything else (`index.html` above all): use the
@@ -213,6 +221,8 @@ impl Assets {
             CACHE_REVALIDATE
         };
         let raw = Bytes::from(tokio::fs::read(&file).await.ok()?);
+        // The page's policy names the hashes of its own inline scripts.
+        let policy = (content_type == HTML).then(|| content_security_policy(&raw));
         let compressible = is_compressible(content_type);
         let (body, encoding) = if compressible && gzip && raw.len() >= MIN_GZIP_BYTES {
             (self.gzipped(&file, &meta, raw).await?, Some("gzip"))
@@ -223,6 +233,11 @@ impl Assets {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
+            headers.insert(CONTENT_SECURITY_POLICY, policy);
+        }
         if compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
@@ -276,6 +291,57 @@ impl Assets {
     }
 }
 
+/// The `Content-Security-Policy` of a page of the app: its scripts are the
+/// relay's own files and the inline scripts of this very page (trunk's
+/// loader, named by its hash), WebAssembly may be compiled, it talks only to
+/// its own origin (`/api`, `/ws`), and it cannot be framed. Inline style
+/// attributes are allowed (each user's colour is one); inline style
+/// elements, plugins, `<base>` and foreign forms are not. A message that
+/// got into the page as markup still could not run (SPEC C9: defence in
+/// depth behind rendering text as text).
+pub fn content_security_policy(page: &[u8]) -> String {
+    let mut scripts = String::new();
+    for script in inline_scripts(page) {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script));
+        scripts.push_str(&format!(" 'sha256-{hash}'"));
+    }
+    format!(
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'{scripts}; \
+         style-src 'self'; style-src-attr 'unsafe-inline'; connect-src 'self'; \
+         img-src 'self' data: blob:; font-src 'self'; manifest-src 'self'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+    )
+}
+
+/// The text of every `<script>` element without a `src` in `page`, as the
+/// browser hashes it: the bytes between the tags.
+fn inline_scripts(page: &[u8]) -> Vec<&[u8]> {
+    let mut found = Vec::new();
+    let mut rest = page;
+    while let Some(start) = find_ignoring_case(rest, b"<script") {
+        let after = &rest[start + b"<script".len()..];
+        let Some(open_end) = after.iter().position(|b| *b == b'>') else {
+            break;
+        };
+        let attributes = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = find_ignoring_case(body, b"</script") else {
+            break;
+        };
+        if find_ignoring_case(attributes, b"src=").is_none() {
+            found.push(&body[..close]);
+        }
+        rest = &body[close..];
+    }
+    found
+}
+
+fn find_ignoring_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// The map of compressed files. Never held across an await; a panic while
 /// held leaves a map that is still consistent, so a poisoned lock is used.
 fn lock(map: &Mutex<HashMap<PathBuf, Gzipped>>) -> MutexGuard<'_, HashMap<PathBuf, Gzipped>> {
@@ -326,7 +392,7 @@ fn is_content_hashed(name: &str) -> bool {
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("html") => "text/html; charset=utf-8",
+        Some("html") => HTML,
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
         Some("wasm") => "application/wasm",
         Some("css") => "text/css; charset=utf-8",

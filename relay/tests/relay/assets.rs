@@ -252,3 +252,76 @@ async fn o2_a_rebuilt_index_is_served_at_once_and_nothing_outside_the_folder() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&outside);
 }
+
+/// SPEC C9, L1 (defence in depth): every page of the app carries a
+/// Content-Security-Policy that lets in the relay's own scripts and the
+/// page's own inline loader (by its hash) and nothing else: no other inline
+/// script, no other origin to talk to, no framing. Every file says
+/// `nosniff` and sends no referrer.
+#[tokio::test]
+async fn c9_pages_carry_a_policy_that_admits_only_their_own_scripts() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    let dir = built_app("policy");
+    let mut config = config();
+    config.static_dir = dir.clone();
+    let relay = TestRelay::start(config).await;
+    let loader = format!("import init from '/{JS}';init('/{WASM}')");
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&loader));
+    for path in ["/", "/index.html", "/c/42"] {
+        let page = fetch(&relay, path, &[]).await;
+        let policy = page.header("content-security-policy").expect(path);
+        let directive = |name: &str| {
+            policy
+                .split(';')
+                .map(str::trim)
+                .find(|d| d.split(' ').next() == Some(name))
+                .unwrap_or_else(|| panic!("{path}: no {name} in {policy}"))
+                .to_string()
+        };
+        assert_eq!(
+            directive("script-src"),
+            format!("script-src 'self' 'wasm-unsafe-eval' 'sha256-{hash}'"),
+            "{path}: own files and the loader by its hash, never 'unsafe-inline'"
+        );
+        assert_eq!(directive("default-src"), "default-src 'none'");
+        assert_eq!(directive("connect-src"), "connect-src 'self'");
+        assert_eq!(directive("frame-ancestors"), "frame-ancestors 'none'");
+        assert_eq!(directive("object-src"), "object-src 'none'");
+        assert_eq!(directive("base-uri"), "base-uri 'none'");
+        assert!(
+            !directive("style-src").contains("unsafe-inline"),
+            "{policy}"
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    }
+    let wasm = fetch(&relay, &format!("/{WASM}"), &[]).await;
+    assert_eq!(wasm.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(wasm.header("content-security-policy"), None);
+
+    // Each inline script is named; one with a `src` is the relay's own file.
+    let page = format!(
+        "<html><head><SCRIPT type=module>a()</SCRIPT><script src=\"/{JS}\"></script>\
+         <script>\nb();\n</script></head></html>"
+    );
+    let policy = relay::filters::content_security_policy(page.as_bytes());
+    let named: Vec<String> = ["a()", "\nb();\n"]
+        .iter()
+        .map(|s| {
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s))
+            )
+        })
+        .collect();
+    assert!(
+        policy.contains(&format!(
+            "script-src 'self' 'wasm-unsafe-eval' {} {};",
+            named[0], named[1]
+        )),
+        "{policy}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
