@@ -55,6 +55,15 @@ impl ConnState {
         }
     }
 
+    /// The CSS classes of the status line: `conn-status` and the state's.
+    pub fn status_class(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "conn-status connecting",
+            ConnState::Connected => "conn-status connected",
+            ConnState::Reconnecting => "conn-status reconnecting",
+        }
+    }
+
     /// A CSS class naming the state.
     pub fn css_class(self) -> &'static str {
         match self {
