@@ -193,7 +193,7 @@ pub fn chat(props: &ChatProps) -> Html {
                     </button>
                 }
                 <span class="me">
-                    <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", props.me.color)}></span>
+                    { super::swatch(&props.me.color) }
                     { props.me.name.clone() }
                 </span>
                 <button type="button" class="log-out" onclick={on_log_out}>{ "Log out" }</button>

@@ -163,7 +163,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
                             .filter(|m| m.id == props.me || conversation.participants.contains(&m.id) || !live)
                             .map(|m| html! {
                                 <li key={m.id.0}>
-                                    <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", m.color)}></span>
+                                    { super::swatch(&m.color) }
                                     { if m.id == props.me { format!("{} (you)", m.name) } else { m.name.clone() } }
                                 </li>
                             }) }

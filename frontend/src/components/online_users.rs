@@ -69,8 +69,7 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                     html! {
                         <li key={id.0}>
                             <button type="button" class="user" onclick={open} disabled={!props.enabled}>
-                                <span class="swatch" aria-hidden="true"
-                                    style={format!("--user-color: {}", user.color)}></span>
+                                { super::swatch(&user.color) }
                                 { user.name.clone() }
                             </button>
                             if let Some(activity) = activity {
