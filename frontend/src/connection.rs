@@ -1,21 +1,24 @@
 //! The one WebSocket between this page and the relay (SPEC U2, R1, R2).
 //!
-//! [`spawn`] runs a loop for the life of the signed-in page: open `/ws`,
+//! [`spawn`] keeps a link for the life of the signed-in page: open `/ws`,
 //! send the `hello` the model prepares (with where each conversation left
 //! off), report every frame, send a heartbeat every [`HEARTBEAT`] and treat
 //! a relay silent for [`HEARTBEAT_TIMEOUT`] as gone. When the socket ends it
 //! reports [`ConnState::Reconnecting`] and tries again after a jittered
 //! exponential backoff capped at [`MAX_BACKOFF`]. A close with
 //! `SIGNED_OUT`, or a refused connection while `/api/me` says "not signed
-//! in", ends the loop with [`Event::SignedOut`].
+//! in", ends the link with [`Event::SignedOut`].
+//!
+//! It is driven by the socket's and the timers' own callbacks rather than
+//! by an async loop over channels: the same behaviour in a fraction of the
+//! browser app's code. Frames go straight to the socket once the relay has
+//! welcomed it; until then the model keeps them pending and resends them.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::{select, FutureExt, StreamExt};
-use gloo_timers::future::sleep;
+use gloo_timers::callback::{Interval, Timeout};
 use shared::protocol::{close_code, ClientMsg, ServerMsg};
 use shared::wire;
 use wasm_bindgen::closure::Closure;
@@ -31,8 +34,6 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(25);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest reconnect delay (SPEC R1).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Frames the page may queue for the relay.
-const OUTBOX: usize = 64;
 
 /// What the page knows about its link to the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,15 @@ impl ConnState {
             ConnState::Connecting => "Connecting…",
             ConnState::Connected => "Connected",
             ConnState::Reconnecting => "Reconnecting…",
+        }
+    }
+
+    /// The CSS classes of the status line: `conn-status` and the state's.
+    pub fn status_class(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "conn-status connecting",
+            ConnState::Connected => "conn-status connected",
+            ConnState::Reconnecting => "conn-status reconnecting",
         }
     }
 
@@ -106,88 +116,84 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// The page's end of the link: send frames, stop the loop.
-#[derive(Debug, Clone)]
-pub struct Link {
-    out: mpsc::Sender<ClientMsg>,
-    connected: Rc<Cell<bool>>,
-    stopped: Rc<Cell<bool>>,
+/// The page's end of the link: send frames, stop it.
+#[derive(Clone)]
+pub struct Link(Rc<Inner>);
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Link")
+    }
 }
 
 impl PartialEq for Link {
     fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.stopped, &other.stopped)
+        Rc::ptr_eq(&self.0, &other.0)
     }
+}
+
+/// The link's state, shared by the page and the socket's and timers'
+/// callbacks (which hold it weakly: stopping the link frees everything).
+struct Inner {
+    url: String,
+    hello: Rc<dyn Fn() -> ClientMsg>,
+    on_event: Callback<Event>,
+    /// The current socket, if one is open or opening.
+    socket: RefCell<Option<Socket>>,
+    /// The relay has welcomed the current socket.
+    connected: Cell<bool>,
+    stopped: Cell<bool>,
+    /// Reconnect attempts since the last welcomed connection.
+    attempt: Cell<u32>,
+    /// When the relay was last heard from (ms since the epoch).
+    last_heard: Cell<f64>,
+    nonce: Cell<u64>,
+    /// The heartbeat of the current socket, or the wait before the next one.
+    timer: RefCell<Option<Timer>>,
+}
+
+#[allow(dead_code)] // held only to be dropped, which cancels it
+enum Timer {
+    Heartbeat(Interval),
+    Retry(Timeout),
 }
 
 impl Link {
     /// Sends a frame if the relay has welcomed this connection; false
     /// otherwise (messages stay pending in the model and are resent).
     pub fn send(&self, msg: ClientMsg) -> bool {
-        self.connected.get() && self.out.clone().try_send(msg).is_ok()
+        self.0.connected.get() && self.0.send(&msg)
     }
 
     /// True while the relay has welcomed the current connection.
     pub fn is_connected(&self) -> bool {
-        self.connected.get()
+        self.0.connected.get()
     }
 
-    /// Ends the loop.
+    /// Ends the link: closes the socket, cancels the timers.
     pub fn stop(&self) {
-        self.stopped.set(true);
-        self.out.clone().close_channel();
+        self.0.stopped.set(true);
+        self.0.tear_down();
     }
 }
 
-/// How one socket ended.
-enum Outcome {
-    /// It was welcomed, then lost.
-    Lost { welcomed: bool },
-    /// The relay ended the session.
-    SignedOut,
-    /// The page stopped the loop.
-    Stopped,
-}
-
-/// Starts the connection loop. `hello` makes the first frame of each
-/// connection; `on_event` hears everything.
+/// Starts the link. `hello` makes the first frame of each connection;
+/// `on_event` hears everything.
 pub fn spawn(url: String, hello: Rc<dyn Fn() -> ClientMsg>, on_event: Callback<Event>) -> Link {
-    let (out, mut outbox) = mpsc::channel(OUTBOX);
-    let link = Link {
-        out,
-        connected: Rc::new(Cell::new(false)),
-        stopped: Rc::new(Cell::new(false)),
-    };
-    let this = link.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        let mut attempt = 0;
-        loop {
-            let outcome = session(&url, &hello, &mut outbox, &this, &on_event).await;
-            this.connected.set(false);
-            match outcome {
-                Outcome::Stopped => return,
-                Outcome::SignedOut => return on_event.emit(Event::SignedOut),
-                Outcome::Lost { welcomed: true } => attempt = 0,
-                Outcome::Lost { welcomed: false } => {
-                    // Refused upgrades look like network errors to a page:
-                    // ask whether the session is still good.
-                    if let Ok(None) = crate::api::me().await {
-                        return on_event.emit(Event::SignedOut);
-                    }
-                }
-            }
-            if this.stopped.get() {
-                return;
-            }
-            on_event.emit(Event::State(ConnState::Reconnecting));
-            sleep(backoff(attempt, js_sys::Math::random())).await;
-            attempt = attempt.saturating_add(1);
-            // Whatever the page queued while disconnected is stale: pending
-            // messages are resent from the model after the next welcome.
-            while outbox.try_recv().is_ok() {}
-        }
+    let inner = Rc::new(Inner {
+        url,
+        hello,
+        on_event,
+        socket: RefCell::new(None),
+        connected: Cell::new(false),
+        stopped: Cell::new(false),
+        attempt: Cell::new(0),
+        last_heard: Cell::new(0.0),
+        nonce: Cell::new(0),
+        timer: RefCell::new(None),
     });
-    link
+    connect(&inner);
+    Link(inner)
 }
 
 /// A browser WebSocket and its event handlers. Dropping it detaches the
@@ -206,115 +212,149 @@ impl Drop for Socket {
     }
 }
 
-impl Socket {
+impl Inner {
     fn send(&self, msg: &ClientMsg) -> bool {
-        self.ws.send_with_str(&wire::encode_client(msg)).is_ok()
+        self.socket
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.ws.send_with_str(&wire::encode_client(msg)).is_ok())
+    }
+
+    /// Closes the socket and cancels the timer. They are dropped after the
+    /// callback now running (perhaps one of theirs) has returned.
+    fn tear_down(&self) {
+        self.connected.set(false);
+        let parts = (self.socket.take(), self.timer.take());
+        wasm_bindgen_futures::spawn_local(async move { drop(parts) });
     }
 }
 
-/// One socket, from opening to its end. Frames are handled as they arrive,
-/// in the socket's `message` handler: nothing queues between the browser
-/// and the model.
-async fn session(
-    url: &str,
-    hello: &Rc<dyn Fn() -> ClientMsg>,
-    outbox: &mut mpsc::Receiver<ClientMsg>,
-    link: &Link,
-    on_event: &Callback<Event>,
-) -> Outcome {
-    let Ok(ws) = WebSocket::new(url) else {
-        return Outcome::Lost { welcomed: false };
-    };
-    let welcomed = Rc::new(Cell::new(false));
-    let last_heard = Rc::new(Cell::new(js_sys::Date::now()));
-    let (ended, mut closed) = oneshot::channel::<u16>();
-    let ended = Cell::new(Some(ended));
-
-    let on_open = {
-        let (ws, hello) = (ws.clone(), hello.clone());
-        Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
-            // A failed send closes the socket, which ends the session.
-            let _ = ws.send_with_str(&wire::encode_client(&hello()));
-        })
-    };
-    let on_message = {
-        let (welcomed, last_heard, link, on_event) = (
-            welcomed.clone(),
-            last_heard.clone(),
-            link.clone(),
-            on_event.clone(),
-        );
-        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-            last_heard.set(js_sys::Date::now());
-            let Some(text) = event.unchecked_into::<MessageEvent>().data().as_string() else {
-                return; // binary: only proof of life
-            };
-            match wire::decode_server(&text) {
-                Ok(msg) => {
-                    let welcome = matches!(msg, ServerMsg::Welcome { .. });
-                    if welcome {
-                        welcomed.set(true);
-                        link.connected.set(true);
-                    }
-                    on_event.emit(Event::Frame(msg));
-                    if welcome {
-                        on_event.emit(Event::State(ConnState::Connected));
-                    }
-                }
-                Err(problem) => warn(problem),
-            }
-        })
-    };
-    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-        if let Some(ended) = ended.take() {
-            let _ = ended.send(event.unchecked_into::<CloseEvent>().code());
+/// A handler that runs `f` with the link while it exists.
+fn handler(
+    weak: &Weak<Inner>,
+    f: impl Fn(&Rc<Inner>, JsValue) + 'static,
+) -> Closure<dyn FnMut(JsValue)> {
+    let weak = weak.clone();
+    Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        if let Some(inner) = weak.upgrade() {
+            f(&inner, event)
         }
+    })
+}
+
+/// Opens a socket and starts its heartbeat.
+fn connect(inner: &Rc<Inner>) {
+    if inner.stopped.get() {
+        return;
+    }
+    let Ok(ws) = WebSocket::new(&inner.url) else {
+        return lost(inner, false);
+    };
+    inner.last_heard.set(js_sys::Date::now());
+    let weak = Rc::downgrade(inner);
+    let on_open = handler(&weak, |inner, _| {
+        // A failed send closes the socket, which ends this connection.
+        inner.send(&(inner.hello)());
+    });
+    // Frames are handled as they arrive: nothing queues between the
+    // browser and the model.
+    let on_message = handler(&weak, |inner, event| {
+        inner.last_heard.set(js_sys::Date::now());
+        let Some(text) = event.unchecked_into::<MessageEvent>().data().as_string() else {
+            return; // binary: only proof of life
+        };
+        match wire::decode_server(&text) {
+            Ok(msg) => {
+                let welcome = matches!(msg, ServerMsg::Welcome { .. });
+                if welcome {
+                    inner.connected.set(true);
+                }
+                inner.on_event.emit(Event::Frame(msg));
+                if welcome {
+                    inner.on_event.emit(Event::State(ConnState::Connected));
+                }
+            }
+            Err(problem) => warn(problem),
+        }
+    });
+    let on_close = handler(&weak, |inner, event| {
+        let code = event.unchecked_into::<CloseEvent>().code();
+        if code == close_code::SIGNED_OUT {
+            inner.stopped.set(true);
+            inner.tear_down();
+            return inner.on_event.emit(Event::SignedOut);
+        }
+        lost(inner, inner.connected.get());
     });
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    let socket = Socket {
+    *inner.socket.borrow_mut() = Some(Socket {
         ws,
         _handlers: [on_open, on_message, on_close],
-    };
-
-    let mut nonce = 0u64;
-    loop {
-        let mut queued = outbox.next().fuse();
-        let mut beat = sleep(HEARTBEAT).fuse();
-        select! {
-            code = &mut closed => {
-                return match code {
-                    Ok(close_code::SIGNED_OUT) => Outcome::SignedOut,
-                    _ => Outcome::Lost { welcomed: welcomed.get() },
-                };
-            },
-            queued = queued => match queued {
-                Some(msg) => {
-                    if !socket.send(&msg) {
-                        return Outcome::Lost { welcomed: welcomed.get() };
-                    }
-                }
-                None => return Outcome::Stopped,
-            },
-            () = beat => {
-                let silent_ms = js_sys::Date::now() - last_heard.get();
-                if silent_ms > HEARTBEAT_TIMEOUT.as_millis() as f64 {
-                    return Outcome::Lost { welcomed: welcomed.get() };
-                }
-                // Still opening: the timeout above decides.
-                if socket.ws.ready_state() == WebSocket::OPEN {
-                    nonce += 1;
-                    if !socket.send(&ClientMsg::Ping { nonce }) {
-                        return Outcome::Lost { welcomed: welcomed.get() };
-                    }
-                }
+    });
+    let heartbeat = Interval::new(HEARTBEAT.as_millis() as u32, move || {
+        let Some(inner) = weak.upgrade() else { return };
+        let silent_ms = js_sys::Date::now() - inner.last_heard.get();
+        if silent_ms > HEARTBEAT_TIMEOUT.as_millis() as f64 {
+            return lost(&inner, inner.connected.get());
+        }
+        // Still opening: the timeout above decides.
+        let open =
+            inner.socket.borrow().as_ref().map(|s| s.ws.ready_state()) == Some(WebSocket::OPEN);
+        if open {
+            inner.nonce.set(inner.nonce.get() + 1);
+            if !inner.send(&ClientMsg::Ping {
+                nonce: inner.nonce.get(),
+            }) {
+                lost(&inner, inner.connected.get());
             }
         }
-        if link.stopped.get() {
-            return Outcome::Stopped;
-        }
+    });
+    // This may run in the retry timeout's own callback: drop that after it.
+    let retry = inner.timer.replace(Some(Timer::Heartbeat(heartbeat)));
+    wasm_bindgen_futures::spawn_local(async move { drop(retry) });
+}
+
+/// The socket ended (`welcomed`: after the relay had welcomed it): say so
+/// and try again after the backoff.
+fn lost(inner: &Rc<Inner>, welcomed: bool) {
+    inner.tear_down();
+    if inner.stopped.get() {
+        return;
     }
+    if welcomed {
+        inner.attempt.set(0);
+        return retry(inner);
+    }
+    // Refused upgrades look like network errors to a page: ask whether the
+    // session is still good.
+    let inner = inner.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Ok(None) = crate::api::me().await {
+            inner.stopped.set(true);
+            return inner.on_event.emit(Event::SignedOut);
+        }
+        retry(&inner);
+    });
+}
+
+/// Reports [`ConnState::Reconnecting`] and connects again after the backoff.
+fn retry(inner: &Rc<Inner>) {
+    if inner.stopped.get() {
+        return;
+    }
+    inner.on_event.emit(Event::State(ConnState::Reconnecting));
+    let attempt = inner.attempt.get();
+    let delay = backoff(attempt, js_sys::Math::random());
+    inner.attempt.set(attempt.saturating_add(1));
+    let weak = Rc::downgrade(inner);
+    let timeout = Timeout::new(delay.as_millis() as u32, move || {
+        if let Some(inner) = weak.upgrade() {
+            connect(&inner);
+        }
+    });
+    *inner.timer.borrow_mut() = Some(Timer::Retry(timeout));
 }
 
 fn warn(text: &str) {

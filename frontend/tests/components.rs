@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use frontend::components::{
-    ConnectionStatus, ConversationProps, ConversationView, OnlineUsers, SignIn, SignInProps,
+    connection_status, ConversationProps, ConversationView, OnlineUsers, SignIn, SignInProps,
 };
 use frontend::connection::{backoff, ws_url, ConnState, MAX_BACKOFF};
 use shared::model::{Conversation, Ended, Entry, Pending};
@@ -62,7 +62,7 @@ struct Probe {
 
 #[component(StatusProbe)]
 fn status_probe(props: &Probe) -> Html {
-    html! { <ConnectionStatus state={props.state} /> }
+    connection_status(props.state)
 }
 
 /// SPEC R1: the state is announced in a `role="status"` element, and while

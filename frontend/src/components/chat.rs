@@ -7,7 +7,7 @@ use yew::prelude::*;
 
 use crate::browser::{self, NotifyPermission};
 use crate::components::conversation::local_date_time;
-use crate::components::{ConnectionStatus, ConversationView, OnlineUsers};
+use crate::components::{connection_status, ConversationView, OnlineUsers};
 use crate::connection::{self, ConnState, Event, Link};
 
 /// Properties of [`Chat`].
@@ -186,14 +186,14 @@ pub fn chat(props: &ChatProps) -> Html {
         <div class="chat">
             <header class="app-header">
                 <h1>{ "Chat" }</h1>
-                <ConnectionStatus state={*conn} />
+                { connection_status(*conn) }
                 if *notify == NotifyPermission::Ask {
                     <button type="button" class="enable-notifications" onclick={on_enable_notifications}>
                         { "Enable notifications" }
                     </button>
                 }
                 <span class="me">
-                    <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", props.me.color)}></span>
+                    { super::swatch(&props.me.color) }
                     { props.me.name.clone() }
                 </span>
                 <button type="button" class="log-out" onclick={on_log_out}>{ "Log out" }</button>

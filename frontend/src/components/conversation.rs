@@ -149,7 +149,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
         .collect();
     let tick = |message: &ChatMessage| conversation.tick(message, props.me);
     html! {
-        <section class={classes!("conversation", (!live).then_some("ended"))} role="region" aria-label={title.clone()}>
+        <section class={if live { "conversation" } else { "conversation ended" }} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
                 <div class="conversation-title">
                     <h2>
@@ -163,7 +163,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
                             .filter(|m| m.id == props.me || conversation.participants.contains(&m.id) || !live)
                             .map(|m| html! {
                                 <li key={m.id.0}>
-                                    <span class="swatch" aria-hidden="true" style={format!("--user-color: {}", m.color)}></span>
+                                    { super::swatch(&m.color) }
                                     { if m.id == props.me { format!("{} (you)", m.name) } else { m.name.clone() } }
                                 </li>
                             }) }
@@ -221,7 +221,7 @@ fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -
                 <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
                 if let Some(tick) = tick {
-                    <span class={classes!("tick", tick_class(tick))} role="img"
+                    <span class={tick_class(tick)} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
                     </span>
@@ -239,7 +239,7 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
     let id = pending.client_id;
     let (on_retry, on_discard) = (props.on_retry.clone(), props.on_discard.clone());
     html! {
-        <article class={classes!("message", "pending", pending.failed.is_some().then_some("failed"))}
+        <article class={if pending.failed.is_some() { "message pending failed" } else { "message pending" }}
             key={format!("pending-{}", id.0)}>
             <header>
                 <span class="author" style={color}>{ name }</span>
@@ -259,12 +259,12 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
     }
 }
 
-/// The CSS class of a tick.
+/// The CSS classes of a tick.
 fn tick_class(tick: Tick) -> &'static str {
     match tick {
-        Tick::Sent => "sent",
-        Tick::Delivered => "delivered",
-        Tick::Read => "read",
+        Tick::Sent => "tick sent",
+        Tick::Delivered => "tick delivered",
+        Tick::Read => "tick read",
     }
 }
 

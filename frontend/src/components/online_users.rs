@@ -65,16 +65,15 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                         })
                     };
                     let checked = picked.contains(&id);
-                    let activity = props.activity.get(&id).copied().map(activity_word);
+                    let activity = props.activity.get(&id).copied();
                     html! {
                         <li key={id.0}>
                             <button type="button" class="user" onclick={open} disabled={!props.enabled}>
-                                <span class="swatch" aria-hidden="true"
-                                    style={format!("--user-color: {}", user.color)}></span>
+                                { super::swatch(&user.color) }
                                 { user.name.clone() }
                             </button>
-                            if let Some(word) = activity {
-                                <span class={classes!("activity", word)}>{ word }</span>
+                            if let Some(activity) = activity {
+                                <span class={activity_class(activity)}>{ activity_word(activity) }</span>
                             }
                             <input type="checkbox" class="pick" checked={checked} onchange={toggle}
                                 aria-label={format!("Add {} to a group", user.name)} />
@@ -89,6 +88,15 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                 </button>
             }
         </section>
+    }
+}
+
+/// The CSS classes of that word.
+fn activity_class(activity: Activity) -> &'static str {
+    match activity {
+        Activity::Active => "activity active",
+        Activity::Away => "activity away",
+        Activity::Reconnecting => "activity reconnecting",
     }
 }
 
