@@ -25,6 +25,7 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::core::{ConnId, SessionId};
 use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
+use crate::metrics::PROCESS_CONNECTIONS;
 use crate::server::Relay;
 use crate::ws::{self, WebSocket};
 
@@ -69,6 +70,7 @@ pub fn serve(
     async move {
         let metrics = connection.relay.metrics().clone();
         metrics.connections.fetch_add(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.opened();
         debug!("connected");
         let end = connection.run().await;
         // The hub first: the user's presence must not wait for the close
@@ -88,6 +90,7 @@ pub fn serve(
         connection.finish(end).await;
         info!(?end, "disconnected");
         metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.closed();
     }
     .instrument(span)
 }
