@@ -4,20 +4,22 @@
 //! The Autobahn suite drives an echo server at `/` without cookies, so it
 //! cannot speak to `/ws` itself. This serves the same transport the chat
 //! uses — the relay's own upgrade and socket buffers ([`crate::ws`]), the reader that keeps reading after a Close so
-//! the close handshake completes, and the connection's coalescing writer
-//! draining a bounded queue — with an echo in place of the hub. It is never
+//! the close handshake completes, and the connection's coalescing writes
+//! from a bounded queue ([`Link`], reading and writing in one task) — with an echo in place of the hub. It is never
 //! mounted by the relay binary; only tests start it.
 
-use futures_util::StreamExt;
+use std::future::poll_fn;
+use std::pin::pin;
+
 use tokio::sync::mpsc;
 use warp::{Filter, Rejection, Reply};
 
-use crate::connection::write_loop;
+use crate::connection::{Io, Link};
 use crate::ws::{self, WebSocket};
 
 /// The Autobahn cases send messages up to 16 MiB.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
-/// Frames queued for the writer.
+/// Frames queued to be written.
 const QUEUE: usize = 64;
 /// The longest frame the echo writes. The chat cuts messages into 1 KiB
 /// frames ([`ws::FRAGMENT`]); the cases echo messages of up to 16 MiB,
@@ -38,16 +40,19 @@ pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone
 }
 
 async fn serve(socket: WebSocket) {
-    let (sink, mut stream) = socket.split();
     let (out, queue) = mpsc::channel(QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue, FRAGMENT));
+    let mut link = Link::new(socket, queue, FRAGMENT);
     // Read to the end: after a Close, tungstenite queues the reply and
     // completes the handshake while the stream is still being read.
-    while let Some(Ok(msg)) = stream.next().await {
-        if (msg.is_text() || msg.is_binary()) && out.send(msg).await.is_err() {
+    while let Io::Frame(Some(Ok(msg))) = poll_fn(|cx| link.poll(cx)).await {
+        // A full queue holds the echo back (and reading with it) until
+        // the socket has taken some of it.
+        if (msg.is_text() || msg.is_binary())
+            && link.writing_while(pin!(out.send(msg))).await.is_err()
+        {
             break;
         }
     }
     drop(out);
-    let _ = writer.await;
+    let _ = link.written().await;
 }

@@ -1,16 +1,19 @@
 //! One client process: one WebSocket (SPEC U2, L3, L6, R3).
 //!
-//! The reader (this task) decodes frames and hands valid ones to the hub;
-//! a writer task drains the connection's bounded outbound queue, feeding
-//! every frame that is ready and flushing once. The hub fills that queue
+//! One task per connection reads the socket, decodes frames and hands
+//! valid ones to the hub, and writes the connection's bounded outbound
+//! queue to the socket ([`Link`]), feeding every frame that is ready and
+//! flushing once. The hub fills that queue
 //! and, when it is full, orders the connection dropped: a slow reader never
 //! slows anyone else down. Only this module and the hub touch JSON.
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, User, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +25,7 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::core::{ConnId, SessionId};
 use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
+use crate::metrics::PROCESS_CONNECTIONS;
 use crate::server::Relay;
 use crate::ws::{self, WebSocket};
 
@@ -47,125 +51,162 @@ enum End {
 }
 
 /// Serves one upgraded WebSocket of `user`, signed in with `session`.
-pub async fn serve(socket: WebSocket, relay: Relay, user: User, session: SessionId) {
+///
+/// Not an `async fn`: the socket moves into the connection here, before
+/// the future exists, so the connection's task holds it once (an `async
+/// fn` keeps room for its arguments beside everything made from them).
+/// The task's future is most of what an idle connection costs: every
+/// future awaited in it is kept small (no `async fn` wrappers that hold a
+/// second copy of what they pass on).
+pub fn serve(
+    socket: WebSocket,
+    relay: Relay,
+    user: User,
+    session: SessionId,
+) -> impl Future<Output = ()> + Send + 'static {
     let id = ConnId(relay.next_connection_id());
-    let metrics = relay.metrics().clone();
-    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let mut connection = Connection::new(socket, relay, id, user, session);
+    let span = info_span!("conn", id = id.0);
     async move {
+        let metrics = connection.relay.metrics().clone();
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.opened();
         debug!("connected");
-        let mut connection = Connection::new(socket, relay.clone(), id);
-        let end = connection.run(user, session).await;
+        let end = connection.run().await;
         // The hub first: the user's presence must not wait for the close
         // handshake (SPEC U2: a closed socket drops it at once), and the
         // hub's handle is the last sender of the outbound queue, so the
-        // writer only drains and closes once the hub lets go of it.
-        relay.hub().send(Command::Disconnect { conn: id }).await;
+        // queue only ends, and the socket is only closed, once the hub
+        // lets go of it.
+        // Boxed, as every command to the hub: see `run`.
+        let mut disconnect = Box::pin(
+            connection
+                .relay
+                .hub()
+                .send(Command::Disconnect { conn: id }),
+        );
+        connection.link.writing_while(disconnect.as_mut()).await;
+        drop(disconnect);
         connection.finish(end).await;
         info!(?end, "disconnected");
+        metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.closed();
     }
-    .instrument(info_span!("conn", id = id.0))
-    .await;
-    metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    .instrument(span)
 }
 
 struct Connection {
     id: ConnId,
     relay: Relay,
-    stream: SplitStream<WebSocket>,
-    out: mpsc::Sender<Message>,
-    writer: tokio::task::JoinHandle<()>,
+    user: User,
+    session: SessionId,
+    /// The socket, and the outbound queue written to it.
+    link: Link,
+    /// The queue's own sender (error frames, pings, the close frame);
+    /// gone once the connection is finishing.
+    out: Option<mpsc::Sender<Message>>,
+    /// Until hello: the half of the hub's close order that goes with
+    /// the connection's handle.
+    close: Option<oneshot::Sender<CloseOrder>>,
     violations: VecDeque<Instant>,
 }
 
+/// What the connection's task waits for next.
+enum Event {
+    /// What the socket had to say.
+    Socket(Io),
+    /// The hub's close order (or the hub gone).
+    Order(Result<CloseOrder, oneshot::error::RecvError>),
+    /// Time to ping, or to give up on a silent client.
+    Timer,
+}
+
 impl Connection {
-    fn new(socket: WebSocket, relay: Relay, id: ConnId) -> Self {
-        let (sink, stream) = socket.split();
+    fn new(socket: WebSocket, relay: Relay, id: ConnId, user: User, session: SessionId) -> Self {
         let (out, queue) = mpsc::channel(relay.config().outbound_queue as usize);
-        let writer = tokio::spawn(write_loop(sink, queue, ws::FRAGMENT).in_current_span());
         Connection {
             id,
             relay,
-            stream,
-            out,
-            writer,
+            user,
+            session,
+            link: Link::new(socket, queue, ws::FRAGMENT),
+            out: Some(out),
+            close: None,
             violations: VecDeque::new(),
         }
     }
 
-    async fn run(&mut self, user: User, session: SessionId) -> End {
+    async fn run(&mut self) -> End {
         let interval = self.relay.config().heartbeat_interval;
         let timeout = self.relay.config().heartbeat_timeout;
         let mut shutdown = self.relay.shutdown();
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+        // One timer for both the pings and the heartbeat deadline: it fires
+        // at whichever comes first. A frame only moves the deadline; the
+        // timer notices when it fires.
+        let mut next_ping = Instant::now() + interval;
         let mut deadline = Instant::now() + timeout;
+        let timer = sleep_until(next_ping.min(deadline));
+        tokio::pin!(timer);
         let (close_tx, mut close_rx) = oneshot::channel();
-        let mut close_tx = Some(close_tx);
+        self.close = Some(close_tx);
 
         let end = loop {
-            tokio::select! {
-                frame = self.stream.next() => match frame {
-                    Some(Ok(msg)) => {
-                        deadline = Instant::now() + timeout;
-                        if msg.is_close() {
-                            break End::ClientGone;
-                        }
-                        match self.on_frame(msg) {
-                            Ok(None) => {}
-                            Ok(Some(ClientMsg::Hello { protocol, resume })) => {
-                                let Some(close) = close_tx.take() else {
-                                    self.refuse(ErrorKind::HelloRequired, "hello was already said");
-                                    continue;
-                                };
-                                if protocol != PROTOCOL_VERSION {
-                                    close_tx = Some(close);
-                                    self.refuse(ErrorKind::UnsupportedProtocol, &format!(
-                                        "this relay speaks protocol {PROTOCOL_VERSION}, not {protocol}; reload the page"
-                                    ));
-                                    continue;
-                                }
-                                let handle = ConnHandle { out: self.out.clone(), close };
-                                let connect = Command::Connect {
-                                    conn: self.id, session, user: user.clone(), resume, handle,
-                                };
-                                if !self.relay.hub().send(connect).await {
-                                    break End::Close(close_code::SERVICE_RESTART, RESTARTING);
-                                }
-                            }
-                            Ok(Some(msg)) => {
-                                if close_tx.is_some() {
-                                    self.refuse(ErrorKind::HelloRequired, "send hello first");
-                                } else if !self.relay.hub().send(Command::Frame { conn: self.id, msg }).await {
-                                    break End::Close(close_code::SERVICE_RESTART, RESTARTING);
-                                }
-                            }
-                            Err(end) => break end,
-                        }
-                    }
-                    Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            break End::Close(close_code::MESSAGE_TOO_BIG, "frame too big");
-                        }
-                        debug!(error = %e, "read failed");
-                        break End::ClientGone;
-                    }
-                    None => break End::ClientGone,
-                },
-                order = &mut close_rx, if close_tx.is_none() => match order {
-                    Ok(CloseOrder::SlowConsumer) => break End::SlowConsumer,
-                    Ok(CloseOrder::Close(code, reason)) => break End::Close(code, reason),
-                    Err(_) => break End::Close(close_code::SERVICE_RESTART, RESTARTING),
-                },
-                _ = ping.tick() => {
-                    if self.out.try_send(Message::Ping(Bytes::new())).is_err() {
-                        break End::SlowConsumer;
-                    }
-                }
-                () = sleep_until(deadline) => break End::Silent,
+            let said_hello = self.close.is_none();
+            let event = tokio::select! {
+                io = poll_fn(|cx| self.link.poll(cx)) => Event::Socket(io),
+                order = &mut close_rx, if said_hello => Event::Order(order),
+                () = &mut timer => Event::Timer,
                 // After hello the hub orders the close at shutdown, behind the
                 // frames it queued; before hello nobody else will.
-                () = shutdown.recv(), if close_tx.is_some() => {
+                () = shutdown.recv(), if !said_hello => {
                     break End::Close(close_code::SERVICE_RESTART, RESTARTING);
                 }
+            };
+            let frame = match event {
+                Event::Socket(Io::Frame(frame)) => frame,
+                Event::Socket(Io::Written(written)) => {
+                    debug!(?written, "nothing more can be written");
+                    break End::ClientGone;
+                }
+                Event::Order(Ok(CloseOrder::SlowConsumer)) => break End::SlowConsumer,
+                Event::Order(Ok(CloseOrder::Close(code, reason))) => {
+                    break End::Close(code, reason)
+                }
+                Event::Order(Err(_)) => break End::Close(close_code::SERVICE_RESTART, RESTARTING),
+                Event::Timer => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break End::Silent;
+                    }
+                    if now >= next_ping {
+                        if self.queue(Message::Ping(Bytes::new())).is_err() {
+                            break End::SlowConsumer;
+                        }
+                        next_ping += interval;
+                        if next_ping <= now {
+                            next_ping = now + interval;
+                        }
+                    }
+                    timer.as_mut().reset(next_ping.min(deadline));
+                    continue;
+                }
+            };
+            if matches!(frame, Some(Ok(_))) {
+                deadline = Instant::now() + timeout;
+            }
+            let command = match self.on_frame(frame) {
+                Ok(Some(command)) => command,
+                Ok(None) => continue,
+                Err(end) => break end,
+            };
+            // The hub takes the command; the socket goes on being written
+            // meanwhile, so a busy hub never holds up what this connection
+            // already has to send.
+            // Boxed: this future is the largest thing the task would
+            // otherwise hold for the connection's whole life.
+            let mut send = Box::pin(self.relay.hub().send(command));
+            if !self.link.writing_while(send.as_mut()).await {
+                break End::Close(close_code::SERVICE_RESTART, RESTARTING);
             }
         };
         if end == End::Silent {
@@ -177,9 +218,73 @@ impl Connection {
         end
     }
 
+    /// What a frame from the client asks of the hub, if anything; or the
+    /// end of the connection.
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<Option<Command>, End> {
+        let msg = match frame {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    return Err(End::Close(close_code::MESSAGE_TOO_BIG, "frame too big"));
+                }
+                debug!(error = %e, "read failed");
+                return Err(End::ClientGone);
+            }
+            None => return Err(End::ClientGone),
+        };
+        if msg.is_close() {
+            return Err(End::ClientGone);
+        }
+        match self.decode(msg)? {
+            None => Ok(None),
+            Some(ClientMsg::Hello { protocol, resume }) => {
+                let Some(close) = self.close.take() else {
+                    self.refuse(ErrorKind::HelloRequired, "hello was already said");
+                    return Ok(None);
+                };
+                if protocol != PROTOCOL_VERSION {
+                    self.close = Some(close);
+                    self.refuse(
+                        ErrorKind::UnsupportedProtocol,
+                        &format!(
+                            "this relay speaks protocol {PROTOCOL_VERSION}, not {protocol}; reload the page"
+                        ),
+                    );
+                    return Ok(None);
+                }
+                let out = self.out.clone().ok_or(End::ClientGone)?;
+                Ok(Some(Command::Connect {
+                    conn: self.id,
+                    session: self.session,
+                    user: self.user.clone(),
+                    resume,
+                    handle: ConnHandle { out, close },
+                }))
+            }
+            Some(msg) => {
+                if self.close.is_some() {
+                    self.refuse(ErrorKind::HelloRequired, "send hello first");
+                    return Ok(None);
+                }
+                Ok(Some(Command::Frame { conn: self.id, msg }))
+            }
+        }
+    }
+
+    /// Queues a frame of this connection's own.
+    fn queue(&self, frame: Message) -> Result<(), ()> {
+        match &self.out {
+            Some(out) => out.try_send(frame).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
     /// Decodes one frame: a protocol message, nothing (pings, or an invalid
     /// frame already answered), or the end when invalid frames pile up.
-    fn on_frame(&mut self, msg: Message) -> Result<Option<ClientMsg>, End> {
+    fn decode(&mut self, msg: Message) -> Result<Option<ClientMsg>, End> {
         let problem = match msg {
             Message::Text(text) => match ClientMsg::decode(&text) {
                 Ok(msg) => return Ok(Some(msg)),
@@ -217,39 +322,33 @@ impl Connection {
         self.relay.metrics().error(kind);
         let frame = Message::text(ServerMsg::error(kind, message).encode());
         // A full queue means the hub is about to drop this client anyway.
-        let _ = self.out.try_send(frame);
+        let _ = self.queue(frame);
     }
 
-    async fn finish(self, end: End) {
-        let Connection {
-            mut stream,
-            out,
-            writer,
-            ..
-        } = self;
+    async fn finish(&mut self, end: End) {
+        let out = self.out.take();
         match end {
             End::Close(code, reason) => {
                 let frame = Message::Close(Some(CloseFrame {
                     code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
                 }));
-                if out.try_send(frame).is_err() {
-                    writer.abort();
+                if out.is_none_or(|out| out.try_send(frame).is_err()) {
+                    // The queue is full: the socket is dropped as it is.
                     return;
                 }
-                drop(out);
-                // Keep reading so the client's close frame completes the handshake.
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                    while let Some(Ok(_)) = stream.next().await {}
-                })
-                .await;
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, writer).await;
+                // Write what is queued and the close frame, and keep reading
+                // so the client's close frame completes the handshake.
+                let _ =
+                    tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.link.read_to_end()).await;
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.link.written()).await;
             }
             End::ClientGone => {
                 drop(out);
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, writer).await;
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.link.written()).await;
             }
-            End::Silent | End::SlowConsumer => writer.abort(),
+            // Nothing more is written: the socket is dropped.
+            End::Silent | End::SlowConsumer => {}
         }
     }
 }
@@ -259,35 +358,155 @@ fn is_too_big(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
 }
 
-/// Writes queued frames: feeds every frame that is ready, then flushes once,
-/// so a burst costs one write rather than one per frame. A message longer
-/// than `fragment` bytes goes out as fragments ([`ws::fragments`]), so the
-/// socket's write buffer never holds more than a fragment and what waits
-/// ([`ws::MAX_WRITE_BUFFER`] for the chat).
-pub(crate) async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Message>,
+/// What the socket did: a frame came in (or the stream ended), or the
+/// writing side is done.
+#[derive(Debug)]
+pub(crate) enum Io {
+    /// The next frame from the client; `None` once the stream has ended.
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    /// Nothing more will be written.
+    Written(Written),
+}
+
+/// How the writing side ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// A close frame went out, or the queue ended and the socket was closed.
+    Closed,
+    /// A write failed: the socket is broken.
+    Failed,
+}
+
+/// One WebSocket, read and written by its connection's one task, and the
+/// bounded outbound queue written to it. Writing feeds every queued frame
+/// that is ready, then flushes once, so a burst costs one write rather
+/// than one per frame ([`ws::Coalesce`] gathers the frames). A message
+/// longer than `fragment` bytes goes out as fragments ([`ws::fragments`]),
+/// so the socket's write buffer never holds more than a fragment and what
+/// waits ([`ws::MAX_WRITE_BUFFER`] for the chat).
+///
+/// Reading and writing share the task: there is no writer task, no lock
+/// between two halves of the socket, and the socket lives in the
+/// connection's own future. While the task waits for anything else (the
+/// hub taking a command), it goes on writing ([`Link::writing_while`]).
+pub(crate) struct Link {
+    ws: WebSocket,
+    queue: mpsc::Receiver<Message>,
     fragment: usize,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = Some(first);
-        while let Some(msg) = batch.take().or_else(|| queue.try_recv().ok()) {
-            let closing = msg.is_close();
-            for frame in ws::fragments(msg, fragment) {
-                if let Err(e) = sink.feed(frame).await {
-                    debug!(error = %e, "write failed");
-                    return;
-                }
-            }
-            if closing {
-                let _ = sink.flush().await;
-                return;
-            }
-        }
-        if let Err(e) = sink.flush().await {
-            debug!(error = %e, "flush failed");
-            return;
+    /// The frames of the message being written.
+    frames: Option<ws::Fragments>,
+    /// The message being written is a close frame: the last.
+    closing: bool,
+    /// Frames were fed since the last flush.
+    unflushed: bool,
+    /// Set once the writing side is done.
+    written: Option<Written>,
+}
+
+impl Link {
+    /// The socket and the queue to write to it.
+    pub(crate) fn new(ws: WebSocket, queue: mpsc::Receiver<Message>, fragment: usize) -> Self {
+        Link {
+            ws,
+            queue,
+            fragment,
+            frames: None,
+            closing: false,
+            unflushed: false,
+            written: None,
         }
     }
-    let _ = sink.close().await;
+
+    /// Writes what is queued, then waits for the next frame from the
+    /// client or the end of the writing side.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
+        if let Poll::Ready(written) = self.poll_write(cx) {
+            return Poll::Ready(Io::Written(written));
+        }
+        self.ws.poll_next_unpin(cx).map(Io::Frame)
+    }
+
+    /// Awaits `fut` while the socket goes on being written. The caller
+    /// pins `fut` in its own frame: the future returned holds only the
+    /// two references.
+    pub(crate) fn writing_while<'a, F: Future>(
+        &'a mut self,
+        mut fut: Pin<&'a mut F>,
+    ) -> impl Future<Output = F::Output> + 'a {
+        poll_fn(move |cx| {
+            // Once writing is done there is nothing to drive.
+            let _ = self.poll_write(cx);
+            fut.as_mut().poll(cx)
+        })
+    }
+
+    /// Reads (and drops) frames until the client's stream ends, writing
+    /// meanwhile: after a close frame, the client's answer completes the
+    /// handshake.
+    pub(crate) async fn read_to_end(&mut self) {
+        poll_fn(|cx| {
+            let _ = self.poll_write(cx);
+            loop {
+                match ready!(self.ws.poll_next_unpin(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Poll::Ready(()),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Writes until the writing side is done: the queue has ended (every
+    /// sender gone) or a close frame went out.
+    pub(crate) async fn written(&mut self) -> Written {
+        poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Written> {
+        if let Some(written) = self.written {
+            return Poll::Ready(written);
+        }
+        let written = match ready!(self.poll_write_queue(cx)) {
+            Ok(()) => Written::Closed,
+            Err(e) => {
+                debug!(error = %e, "write failed");
+                Written::Failed
+            }
+        };
+        self.written = Some(written);
+        Poll::Ready(written)
+    }
+
+    /// Ready once a close frame went out or the queue ended (then the
+    /// socket is closed), or a write failed.
+    fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        loop {
+            if let Some(frames) = &mut self.frames {
+                ready!(self.ws.poll_ready_unpin(cx))?;
+                if let Some(frame) = frames.next() {
+                    self.ws.start_send_unpin(frame)?;
+                    self.unflushed = true;
+                    continue;
+                }
+                self.frames = None;
+                if self.closing {
+                    return self.ws.poll_flush_unpin(cx);
+                }
+            }
+            match self.queue.poll_recv(cx) {
+                Poll::Ready(Some(msg)) => {
+                    self.closing = msg.is_close();
+                    self.frames = Some(ws::fragments(msg, self.fragment));
+                }
+                Poll::Ready(None) => return self.ws.poll_close_unpin(cx),
+                Poll::Pending => {
+                    if self.unflushed {
+                        ready!(self.ws.poll_flush_unpin(cx))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }

@@ -12,8 +12,8 @@
 //!   as a deterministic state machine: no I/O, no clock.
 //! - [`hub`]: the task that owns the core, feeds it commands and ticks, and
 //!   writes its output into each connection's bounded queue.
-//! - [`connection`]: one WebSocket client process: a reader that decodes
-//!   frames for the hub and a writer that drains the outbound queue;
+//! - [`connection`]: one WebSocket client process: one task reads and
+//!   decodes frames for the hub and writes the outbound queue;
 //!   [`ws`]: the upgrade and each socket's small, bounded buffers.
 //! - [`auth`]: name and password rules, argon2id, tokens, the sign-in
 //!   throttle; [`store`]: accounts and sessions (SQLite);
@@ -25,6 +25,8 @@
 //!   fed client frames cut from arbitrary bytes (SPEC L7).
 //! - [`shutdown`]: the signal every connection listens to, and the drain
 //!   guard `run` waits on before it returns.
+
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;

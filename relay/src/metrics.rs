@@ -6,6 +6,42 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shared::protocol::ErrorKind;
 
+/// WebSocket connections open in this process, over every relay it runs
+/// (tests run several in one), and how many times that count fell to
+/// zero: the binary gives the allocator's free memory back while no
+/// connection is open (`relay/src/main.rs`).
+#[derive(Debug)]
+pub struct ProcessConnections {
+    open: AtomicU64,
+    emptied: AtomicU64,
+}
+
+/// This process's [`ProcessConnections`].
+pub static PROCESS_CONNECTIONS: ProcessConnections = ProcessConnections {
+    open: AtomicU64::new(0),
+    emptied: AtomicU64::new(0),
+};
+
+impl ProcessConnections {
+    /// A connection opened.
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed.
+    pub fn closed(&self) {
+        if self.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.emptied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// While no connection is open: how many times the count fell to zero
+    /// (a new number for every time everyone has left).
+    pub fn idle(&self) -> Option<u64> {
+        (self.open.load(Ordering::Relaxed) == 0).then(|| self.emptied.load(Ordering::Relaxed))
+    }
+}
+
 /// Every figure the relay exposes.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -11,6 +11,10 @@
 //! from run to run: every goal is a ratio against a baseline measured in
 //! the same invocation, or a bound checked in it.
 //!
+//! `--idle` runs only the idle rounds, for the relay and the floor (the
+//! memory goal of issue 7 in a minute or two), prints the figures and the
+//! ratio, and writes `target/bench/idle.json`; BENCHMARKS.md is left alone.
+//!
 //! `--quick` is a smoke run (debug build, a few hundred messages through
 //! each server, the report written to `target/bench/BENCHMARKS.quick.md`)
 //! with no timing goals checked; it fails if any server or run fails.
@@ -200,6 +204,7 @@ struct Bench {
 
 pub fn bench(args: &[String]) -> Result<()> {
     let mut plan = Plan::full();
+    let mut idle_only = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -212,7 +217,8 @@ pub fn bench(args: &[String]) -> Result<()> {
                     .context("--reps needs a number")?;
             }
             "--report" => return report_again(),
-            other => bail!("unknown flag {other:?} (--quick, --reps N, --report)"),
+            "--idle" => idle_only = true,
+            other => bail!("unknown flag {other:?} (--quick, --idle, --reps N, --report)"),
         }
     }
     let started = Instant::now();
@@ -239,6 +245,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         "load",
     ]);
     cmd::run(&mut build)?;
+    if idle_only {
+        return idle_rounds(root, profile, plan);
+    }
     cmd::step("the socket.io peer");
     setup::ensure_socketio_peer()?;
 
@@ -283,6 +292,68 @@ pub fn bench(args: &[String]) -> Result<()> {
         path.display(),
         started.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// `--idle`: the idle rounds only, the relay and the floor interleaved,
+/// with the medians and their ratio; the raw figures in
+/// `target/bench/idle.json`.
+fn idle_rounds(root: PathBuf, profile: &str, plan: Plan) -> Result<()> {
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let bench = Bench {
+        bin: root.join("target").join(profile),
+        accounts: out.join("accounts-idle.txt"),
+        db: out.join("chat-bench-idle.db"),
+        out,
+        plan,
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", bench.db.display()));
+    }
+    let users = bench.plan.idle_users();
+    cmd::step(&format!("signing up {users} accounts on the relay"));
+    {
+        let relay = bench.start(Kind::Chat)?;
+        bench.load(&[
+            "accounts",
+            "--server",
+            &relay.addr.to_string(),
+            "--count",
+            &users.to_string(),
+            "--out",
+            &bench.accounts.to_string_lossy(),
+        ])?;
+        relay.stop()?;
+    }
+    let mut runs = Vec::new();
+    let mut raw = Vec::new();
+    for rep in 1..=bench.plan.reps {
+        cmd::step(&format!("round {rep} of {}: idle sockets", bench.plan.reps));
+        for kind in [Kind::Chat, Kind::Floor] {
+            let v = bench.idle(kind)?;
+            raw.push(tag("idle", kind, &v));
+            runs.push((kind, v));
+        }
+    }
+    let n = bench.plan.idle_checkpoints.last().copied().unwrap_or(0);
+    let chat = med(&runs, Kind::Chat, "/per_socket_kib");
+    let floor = med(&runs, Kind::Floor, "/per_socket_kib");
+    println!(
+        "idle, {n} sockets, median of {} rounds: Chat relay {chat:.2} KiB per socket, \
+         floor {floor:.2} KiB: {:.3}x the floor (goal: <= 12 KiB and <= 1.2x)",
+        bench.plan.reps,
+        chat / floor
+    );
+    std::fs::write(
+        bench.out.join("idle.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "chat_per_socket_kib": chat,
+            "floor_per_socket_kib": floor,
+            "ratio": chat / floor,
+            "runs": raw,
+        }))?,
+    )?;
     Ok(())
 }
 

@@ -30,12 +30,13 @@ commands:
                         --clients N --minutes M), printing memory and open files
   fuzz [SECONDS]        install cargo-fuzz if missing, then fuzz the relay's frame
                         handling for SECONDS (default 60) and sum the run up
-  bench [--quick|--report]
+  bench [--quick|--idle|--report]
                         the release relay against a bare forwarder (the floor) and a
                         socket.io relay: idle sockets, throughput, latency, presence,
                         write calls; writes BENCHMARKS.md (about 11 minutes). --quick:
                         a smoke run writing target/bench/BENCHMARKS.quick.md; --report:
-                        BENCHMARKS.md again from the last run's figures";
+                        BENCHMARKS.md again from the last run's figures; --idle: only the
+                        idle sockets, relay and floor, their memory per socket and ratio";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
