@@ -251,15 +251,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     cmd::step("the socket.io peer");
     setup::ensure_socketio_peer()?;
 
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let bench = Bench {
-        bin: root.join("target").join(profile),
-        accounts: out.join("accounts.txt"),
-        db: out.join("chat-bench.db"),
-        out,
-        plan,
-    };
+    let bench = Bench::new(&root, profile, plan, "")?;
     let results = bench.run()?;
     if !bench.plan.quick {
         app_figures(&bench.out)?;
@@ -299,15 +291,7 @@ pub fn bench(args: &[String]) -> Result<()> {
 /// with the medians and their ratio; the raw figures in
 /// `target/bench/idle.json`.
 fn idle_rounds(root: PathBuf, profile: &str, plan: Plan) -> Result<()> {
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let bench = Bench {
-        bin: root.join("target").join(profile),
-        accounts: out.join("accounts-idle.txt"),
-        db: out.join("chat-bench-idle.db"),
-        out,
-        plan,
-    };
+    let bench = Bench::new(&root, profile, plan, "-idle")?;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", bench.db.display()));
     }
@@ -517,6 +501,20 @@ fn med(runs: &[(Kind, Value)], kind: Kind, pointer: &str) -> f64 {
 }
 
 impl Bench {
+    /// The binaries of `profile`, and the benchmark's folder with its
+    /// accounts and database (`suffix` keeps one kind of run's apart).
+    fn new(root: &Path, profile: &str, plan: Plan, suffix: &str) -> Result<Bench> {
+        let out = root.join("target/bench");
+        std::fs::create_dir_all(&out)?;
+        Ok(Bench {
+            bin: root.join("target").join(profile),
+            accounts: out.join(format!("accounts{suffix}.txt")),
+            db: out.join(format!("chat-bench{suffix}.db")),
+            out,
+            plan,
+        })
+    }
+
     fn run(&self) -> Result<Results> {
         let plan = &self.plan;
         let mut results = Results {
