@@ -25,7 +25,6 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::core::{ConnId, SessionId};
 use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
-use crate::metrics::PROCESS_CONNECTIONS;
 use crate::server::Relay;
 use crate::ws::{self, WebSocket};
 
@@ -69,8 +68,7 @@ pub fn serve(
     let span = info_span!("conn", id = id.0);
     async move {
         let metrics = connection.relay.metrics().clone();
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        PROCESS_CONNECTIONS.opened();
+        metrics.connection_opened();
         debug!("connected");
         let end = connection.run().await;
         // The hub first: the user's presence must not wait for the close
@@ -89,8 +87,7 @@ pub fn serve(
         drop(disconnect);
         connection.finish(end).await;
         info!(?end, "disconnected");
-        metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        PROCESS_CONNECTIONS.closed();
+        metrics.connection_closed();
     }
     .instrument(span)
 }

@@ -262,6 +262,20 @@ fn send_restart(handle: ConnHandle) {
         .send(CloseOrder::Close(close_code::SERVICE_RESTART, RESTARTING));
 }
 
+/// Puts a frame in a connection's queue, counting it; false if the queue
+/// is full (the connection is too slow). A connection already gone takes
+/// nothing and is not slow.
+fn offer(metrics: &Metrics, handle: &ConnHandle, frame: Message) -> bool {
+    match handle.out.try_send(frame) {
+        Ok(()) => {
+            metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => false,
+        Err(mpsc::error::TrySendError::Closed(_)) => true,
+    }
+}
+
 /// The next batch read from the cluster's log; never, on a single relay.
 async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
     match replica {
@@ -305,9 +319,8 @@ impl State {
             } if replica.is_some() => {
                 if let Some(handle) = self.conns.get(&conn) {
                     let pong = Message::text(ServerMsg::Pong { nonce }.encode());
-                    if handle.out.try_send(pong).is_ok() {
-                        self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    }
+                    // A full queue: the next frame that needs it drops the client.
+                    let _ = offer(&self.metrics, handle, pong);
                 }
                 return;
             }
@@ -484,12 +497,8 @@ impl State {
                             }
                             Message::text(msg.encode())
                         });
-                        match handle.out.try_send(frame.clone()) {
-                            Ok(()) => {
-                                self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
-                            Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        if !offer(&self.metrics, handle, frame.clone()) {
+                            slow.push(conn);
                         }
                     }
                 }
@@ -505,12 +514,8 @@ impl State {
                         }
                     };
                     let frame = Message::text(encoded.welcome(&welcome.me, &welcome.conversations));
-                    match handle.out.try_send(frame) {
-                        Ok(()) => {
-                            self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    if !offer(&self.metrics, handle, frame) {
+                        slow.push(conn);
                     }
                 }
                 Outbound::Close { conn, code, reason } => {

@@ -71,6 +71,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A WebSocket connection opened: counted for this relay and for the
+    /// process ([`PROCESS_CONNECTIONS`]).
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.opened();
+    }
+
+    /// A WebSocket connection closed.
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        PROCESS_CONNECTIONS.closed();
+    }
+
     /// Counts one error frame of this kind.
     pub fn error(&self, kind: ErrorKind) {
         if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {

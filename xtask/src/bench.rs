@@ -292,24 +292,7 @@ pub fn bench(args: &[String]) -> Result<()> {
 /// `target/bench/idle.json`.
 fn idle_rounds(root: PathBuf, profile: &str, plan: Plan) -> Result<()> {
     let bench = Bench::new(&root, profile, plan, "-idle")?;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", bench.db.display()));
-    }
-    let users = bench.plan.idle_users();
-    cmd::step(&format!("signing up {users} accounts on the relay"));
-    {
-        let relay = bench.start(Kind::Chat)?;
-        bench.load(&[
-            "accounts",
-            "--server",
-            &relay.addr.to_string(),
-            "--count",
-            &users.to_string(),
-            "--out",
-            &bench.accounts.to_string_lossy(),
-        ])?;
-        relay.stop()?;
-    }
+    bench.sign_up(bench.plan.idle_users())?;
     let mut runs = Vec::new();
     let mut raw = Vec::new();
     for rep in 1..=bench.plan.reps {
@@ -515,6 +498,26 @@ impl Bench {
         })
     }
 
+    /// A fresh database with `count` accounts, signed up on the relay;
+    /// their names and cookies in `accounts`.
+    fn sign_up(&self, count: usize) -> Result<()> {
+        cmd::step(&format!("signing up {count} accounts on the relay"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
+        let relay = self.start(Kind::Chat)?;
+        self.load(&[
+            "accounts",
+            "--server",
+            &relay.addr.to_string(),
+            "--count",
+            &count.to_string(),
+            "--out",
+            &self.accounts.to_string_lossy(),
+        ])?;
+        relay.stop()
+    }
+
     fn run(&self) -> Result<Results> {
         let plan = &self.plan;
         let mut results = Results {
@@ -522,26 +525,7 @@ impl Bench {
             load_average: (load_average(), String::new()),
             ..Results::default()
         };
-        cmd::step(&format!(
-            "signing up {} accounts on the relay",
-            plan.accounts()
-        ));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
-        {
-            let relay = self.start(Kind::Chat)?;
-            self.load(&[
-                "accounts",
-                "--server",
-                &relay.addr.to_string(),
-                "--count",
-                &plan.accounts().to_string(),
-                "--out",
-                &self.accounts.to_string_lossy(),
-            ])?;
-            relay.stop()?;
-        }
+        self.sign_up(plan.accounts())?;
 
         for rep in 1..=plan.reps {
             cmd::step(&format!("round {rep} of {}: idle sockets", plan.reps));
