@@ -516,11 +516,9 @@ struct Joins {
     joined: Vec<JoinedId>,
 }
 
-/// One joined user's id.
+/// One joined user's id, from its row `[id, name, color]`.
 #[derive(serde::Deserialize)]
-struct JoinedId {
-    id: u64,
-}
+struct JoinedId(u64, serde::de::IgnoredAny, serde::de::IgnoredAny);
 
 /// Presence (Chat only): `observers` users online, then `joiners` more
 /// come online spread over `join_window`. Every observer records, for each
@@ -570,7 +568,8 @@ pub async fn presence(
             let mut client = connect_one(Target::Chat, server, index, Some(&account)).await?;
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
-            let mut latency = histogram();
+            // Recorded into a histogram after the burst, not during it.
+            let mut latency = Vec::with_capacity(joiners);
             let mut frames = Vec::new();
             let mut seen = vec![false; joiners];
             let mut count = 0;
@@ -590,8 +589,8 @@ pub async fn presence(
                             continue;
                         };
                         let mut news = false;
-                        for user in joined {
-                            let Some(&k) = slots.get(&user.id) else { continue };
+                        for JoinedId(id, ..) in joined {
+                            let Some(&k) = slots.get(&id) else { continue };
                             let at = hello_at[k].load(Ordering::Relaxed);
                             if at == 0 {
                                 *missing_ids.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -601,7 +600,7 @@ pub async fn presence(
                                 seen[k] = true;
                                 count += 1;
                                 news = true;
-                                latency.saturating_record(now.saturating_sub(at).max(1));
+                                latency.push(now.saturating_sub(at).max(1));
                             }
                         }
                         if news {
@@ -695,10 +694,12 @@ pub async fn presence(
     let mut max_frames_per_s = 0;
     let mut learned = 0u64;
     while let Some(result) = tasks.join_next().await {
-        let Some((h, frames, count)) = result?? else {
+        let Some((took, frames, count)) = result?? else {
             continue;
         };
-        latency.add(&h)?;
+        for t in took {
+            latency.saturating_record(t);
+        }
         learned += count as u64;
         // The most frames within any one second.
         let mut first = 0;

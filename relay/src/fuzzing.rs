@@ -497,7 +497,7 @@ mod tests {
         "\n@",
         "\nC",
         "\n\\",
-        r#"{"type":"hello","protocol":1,"resume":[{"conversation":1,"last_seq":0}]}"#,
+        r#"{"type":"hello","protocol":2,"resume":[{"conversation":1,"last_seq":0}]}"#,
         r#"{"type":"send","conversation":1,"client_id":1,"text":"hi"}"#,
         r#"{"type":"open","with":[1,2,3]}"#,
         r#"{"type":"typing","conversation":2}"#,
@@ -589,7 +589,7 @@ mod tests {
         let mut relay = Relay::new();
         relay.step(0x81, br#"{"type":"ping","nonce":1}"#);
         assert_eq!(relay.core.connection_count(), 3);
-        relay.step(b'A', br#"{"type":"hello","protocol":1}"#);
+        relay.step(b'A', br#"{"type":"hello","protocol":2}"#);
         assert_eq!(relay.core.connection_count(), 4);
         relay.finish();
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken by this build. Bumped on any incompatible
 /// change to the frames below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame the relay accepts, in bytes (SPEC L3). Larger frames
 /// close the connection with [`close_code::MESSAGE_TOO_BIG`].
@@ -85,6 +85,35 @@ pub struct User {
     pub name: String,
     /// A CSS colour, fixed at sign-up (SPEC S6).
     pub color: String,
+}
+
+/// The online lists of `welcome` and `presence` (SPEC U1, U4) carry each
+/// user as a row `[id, name, color]` rather than an object: with 5,000
+/// online those lists are nearly all of the presence traffic, and the keys
+/// repeated in every object were 40 % of it.
+pub mod user_rows {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{User, UserId};
+
+    /// Writes `users` as rows.
+    pub fn serialize<S: Serializer>(users: &[User], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(users.iter().map(row))
+    }
+
+    /// Reads rows into users.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<User>, D::Error> {
+        let rows = Vec::<(UserId, String, String)>::deserialize(deserializer)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, color)| User { id, name, color })
+            .collect())
+    }
+
+    /// One user's row.
+    pub fn row(user: &User) -> (UserId, &str, &str) {
+        (user.id, &user.name, &user.color)
+    }
 }
 
 /// One message as the relay stamped it (SPEC C5).
@@ -257,7 +286,9 @@ pub enum ServerMsg {
         protocol: u32,
         /// The signed-in user.
         me: User,
-        /// Every other online user (never the user itself), sorted by name.
+        /// Every other online user (never the user itself), sorted by name,
+        /// as [`user_rows`].
+        #[serde(with = "user_rows")]
         online: Vec<User>,
         /// Every live conversation of the user.
         conversations: Vec<ConversationSnapshot>,
@@ -274,8 +305,8 @@ pub enum ServerMsg {
     /// Who came online and who went offline since the last such frame
     /// (SPEC U4: diffs, batched).
     Presence {
-        /// Users now online.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        /// Users now online, as [`user_rows`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "user_rows")]
         joined: Vec<User>,
         /// Users now offline.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -479,9 +510,9 @@ impl ServerMsg {
 /// the two together).
 #[derive(Debug, Default, Clone)]
 pub struct EncodedRoster {
-    /// Each user's JSON object, one after another.
+    /// Each user's JSON row ([`user_rows`]), one after another.
     users: String,
-    /// Where each user's object ends in `users`.
+    /// Where each user's row ends in `users`.
     user_ends: Vec<usize>,
     /// Each user's activity object, in the same order.
     activity: String,
@@ -502,7 +533,7 @@ impl EncodedRoster {
             ..EncodedRoster::default()
         };
         for (user, activity) in online {
-            push_json(&mut roster.users, user);
+            push_json(&mut roster.users, &user_rows::row(user));
             roster.user_ends.push(roster.users.len());
             if *activity != Activity::Away {
                 let activity = UserActivity {
@@ -766,9 +797,48 @@ mod tests {
                             .collect(),
                     }
                     .encode();
-                    assert_eq!(roster.welcome(&me, &conversations), expected);
+                    let written = roster.welcome(&me, &conversations);
+                    assert_eq!(written, expected);
+                    // The page reads back what the relay wrote.
+                    assert_eq!(
+                        crate::wire::decode_server(&written).map(|m| m.encode()),
+                        Ok(expected)
+                    );
                 }
             }
+        }
+    }
+
+    /// Online lists carry each user as a row, the rest of the protocol as
+    /// objects; the page and serde read the rows alike.
+    #[test]
+    fn u1_u4_online_lists_carry_users_as_rows() {
+        let welcome = ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: alice(),
+            online: vec![User {
+                id: UserId(2),
+                name: "b\"ob]".into(),
+                color: "#123456".into(),
+            }],
+            conversations: vec![],
+            activity: vec![],
+        };
+        let text = welcome.encode();
+        assert_eq!(
+            text,
+            r##"{"type":"welcome","protocol":2,"me":{"id":1,"name":"alice","color":"#3557d4"},"online":[[2,"b\"ob]","#123456"]],"conversations":[]}"##
+        );
+        assert_eq!(ServerMsg::decode(&text).ok(), Some(welcome.clone()));
+        assert_eq!(crate::wire::decode_server(&text), Ok(welcome));
+        for bad in [
+            r#"{"type":"presence","joined":[[2,"bob"]]}"#,
+            r##"{"type":"presence","joined":[[2,"bob","#123456",4]]}"##,
+            r##"{"type":"presence","joined":[{"id":2,"name":"bob","color":"#123456"}]}"##,
+            r##"{"type":"presence","joined":[["2","bob","#123456"]]}"##,
+        ] {
+            assert!(ServerMsg::decode(bad).is_err(), "{bad}");
+            assert!(crate::wire::decode_server(bad).is_err(), "{bad}");
         }
     }
 
@@ -778,8 +848,8 @@ mod tests {
         assert_eq!(
             client,
             [
-                r#"{"type":"hello","protocol":1}"#,
-                r#"{"type":"hello","protocol":1,"resume":[{"conversation":5,"last_seq":2}]}"#,
+                r#"{"type":"hello","protocol":2}"#,
+                r#"{"type":"hello","protocol":2,"resume":[{"conversation":5,"last_seq":2}]}"#,
                 r#"{"type":"ping","nonce":7}"#,
                 r#"{"type":"open","with":[2,3]}"#,
                 r#"{"type":"send","conversation":5,"client_id":77,"text":"hi"}"#,
@@ -800,12 +870,11 @@ mod tests {
             server,
             [
                 format!(
-                    r#"{{"type":"welcome","protocol":1,"me":{user},"online":[],"conversations":[{snap},{ended}]}}"#
+                    r#"{{"type":"welcome","protocol":2,"me":{user},"online":[],"conversations":[{snap},{ended}]}}"#
                 ),
                 r#"{"type":"pong","nonce":7}"#.to_string(),
-                format!(
-                    r#"{{"type":"presence","joined":[{user}],"left":[9],"activity":[{{"user":1,"activity":"away"}}]}}"#
-                ),
+                r##"{"type":"presence","joined":[[1,"alice","#3557d4"]],"left":[9],"activity":[{"user":1,"activity":"away"}]}"##
+                    .to_string(),
                 format!(r#"{{"type":"started","conversation":{snap}}}"#),
                 r#"{"type":"opened","conversation":5}"#.to_string(),
                 format!(r#"{{"type":"message","conversation":5,"message":{msg}}}"#),
@@ -924,7 +993,7 @@ mod tests {
             "{}",
             r#"{"type":"hello"}"#,
             r#"{"type":"hello","protocol":"1"}"#,
-            r#"{"type":"hello","protocol":1,"extra":true}"#,
+            r#"{"type":"hello","protocol":2,"extra":true}"#,
             r#"{"type":"send","conversation":-1,"client_id":1,"text":"x"}"#,
             r#"{"type":"open","with":"everyone"}"#,
             r#"{"type":"launch_missiles"}"#,

@@ -419,6 +419,31 @@ impl FromJson for User {
     }
 }
 
+/// A user written as a row `[id, name, color]`, as the online lists of
+/// `welcome` and `presence` carry them ([`crate::protocol::user_rows`]).
+struct UserRow(User);
+
+impl FromJson for UserRow {
+    fn from_json(value: &Value) -> Result<Self, Error> {
+        match value {
+            Value::Array(items) => match items.as_slice() {
+                [id, name, color] => Ok(UserRow(User {
+                    id: UserId::from_json(id)?,
+                    name: String::from_json(name)?,
+                    color: String::from_json(color)?,
+                })),
+                _ => Err(SHAPE),
+            },
+            _ => Err(SHAPE),
+        }
+    }
+}
+
+/// The users of a list of rows.
+fn users(rows: Vec<UserRow>) -> Vec<User> {
+    rows.into_iter().map(|UserRow(user)| user).collect()
+}
+
 impl FromJson for ChatMessage {
     fn from_json(value: &Value) -> Result<Self, Error> {
         Ok(ChatMessage {
@@ -479,7 +504,7 @@ impl FromJson for ServerMsg {
             "welcome" => ServerMsg::Welcome {
                 protocol: field(v, "protocol")?,
                 me: field(v, "me")?,
-                online: field(v, "online")?,
+                online: users(field(v, "online")?),
                 conversations: field(v, "conversations")?,
                 activity: list(v, "activity")?,
             },
@@ -487,7 +512,7 @@ impl FromJson for ServerMsg {
                 nonce: field(v, "nonce")?,
             },
             "presence" => ServerMsg::Presence {
-                joined: list(v, "joined")?,
+                joined: users(list(v, "joined")?),
                 left: list(v, "left")?,
                 activity: list(v, "activity")?,
             },
