@@ -13,7 +13,8 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -127,13 +128,19 @@ const MIGRATIONS: &[&str] = &[
 
 /// The embedded store: one SQLite file (SPEC O3).
 ///
-/// rusqlite is blocking, so every call runs on tokio's blocking pool, one at
-/// a time on the one connection. A std [`Mutex`] is right here: it is only
-/// held inside `spawn_blocking`, never across an `.await`.
+/// rusqlite is blocking, so the connection lives on a thread of its own,
+/// which runs the calls one at a time in the order they came. One thread
+/// rather than tokio's blocking pool: a burst of reconnects would otherwise
+/// start dozens of pool threads to wait on one connection, and SQLite's
+/// page cache, allocated by whichever of them ran, kept their allocator
+/// pages alive after they exited (docs/RELIABILITY.md, the soak).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Job>,
 }
+
+/// One call, run on the store's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl SqliteStore {
     /// Opens the file at `path`, creating it if needed, and brings its
@@ -174,26 +181,37 @@ impl SqliteStore {
     fn prepare(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                // Ends when the last handle to the store is dropped.
+                for job in queue {
+                    // A panic in a call dropped (rolled back) any open
+                    // transaction, so the connection is consistent: the
+                    // caller gets an error and the store carries on.
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the store's thread: {e}")))?;
+        Ok(SqliteStore { jobs })
     }
 
-    /// Runs `f` on the connection in tokio's blocking pool.
+    /// Runs `f` on the store's thread.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held dropped (rolled back) any open
-            // transaction, so the connection is consistent: carry on.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("the store's task failed: {e}")))?
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = done.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Backend("the store's thread has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Backend("the store's call failed".into()))?
     }
 }
 
@@ -387,6 +405,7 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
 
     const DAY_MS: u64 = 24 * 60 * 60 * 1000;
     const IDLE_MS: u64 = 7 * DAY_MS;
@@ -426,6 +445,24 @@ mod tests {
         fn drop(&mut self) {
             self.remove();
         }
+    }
+
+    /// A call that panics is an error to its caller; the calls after it
+    /// run on the same connection as before.
+    #[tokio::test]
+    async fn o3_a_call_that_panics_leaves_the_store_working() {
+        let store = SqliteStore::in_memory().unwrap();
+        let failed = store
+            .run(|_| -> Result<(), StoreError> { panic!("a bug in a call") })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
+        let count = store
+            .run(|conn| {
+                conn.query_row("SELECT count(*) FROM accounts", [], |row| row.get::<_, i64>(0))
+                    .map_err(StoreError::from)
+            })
+            .await;
+        assert_eq!(count.ok(), Some(0));
     }
 
     #[tokio::test]
