@@ -76,6 +76,7 @@ fn apply_allocator_options() {
 /// stayed at two to three times what it was before the first (see the
 /// soak in docs/RELIABILITY.md).
 fn serve() -> ExitCode {
+    let _ = relay::metrics::ON_THREAD_IDLE.set(collect_when_idle);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(collect_when_idle)
@@ -100,7 +101,8 @@ thread_local! {
     static COLLECTED: Cell<(u64, u32, Option<Instant>)> = const { Cell::new((0, 0, None)) };
 }
 
-/// The runtime's park hook: see [`serve`].
+/// The runtime's park hook, and the idle hook of the relay's own threads
+/// ([`relay::metrics::ON_THREAD_IDLE`]): see [`serve`].
 fn collect_when_idle() {
     let Some(emptied) = relay::metrics::PROCESS_CONNECTIONS.idle() else {
         return;

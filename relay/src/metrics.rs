@@ -42,6 +42,13 @@ impl ProcessConnections {
     }
 }
 
+/// What a thread the relay starts itself (the store's) runs each second
+/// it has nothing to do, as tokio's threads run their park hook. The
+/// binary sets it to give the allocator's free memory back while no
+/// connection is open (`relay/src/main.rs`): blocks the store's thread
+/// allocated and other threads freed wait in its pages until it collects.
+pub static ON_THREAD_IDLE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// Every figure the relay exposes.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -139,6 +139,10 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
 }
 
+/// How long the store's thread waits for a call before it runs
+/// [`crate::metrics::ON_THREAD_IDLE`].
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
 /// One call, run on the store's thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -186,7 +190,17 @@ impl SqliteStore {
             .name("store".into())
             .spawn(move || {
                 // Ends when the last handle to the store is dropped.
-                for job in queue {
+                loop {
+                    let job = match queue.recv_timeout(IDLE_TICK) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Some(idle) = crate::metrics::ON_THREAD_IDLE.get() {
+                                idle();
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     // A panic in a call dropped (rolled back) any open
                     // transaction, so the connection is consistent: the
                     // caller gets an error and the store carries on.

@@ -581,11 +581,11 @@ impl Bench {
                 results.unloaded.push((kind, v));
             }
         }
-        cmd::step(&format!(
-            "presence: {} online, {} joining within a second",
-            plan.observers, plan.joiners
-        ));
-        {
+        for rep in 1..=plan.reps {
+            cmd::step(&format!(
+                "round {rep} of {}: presence, {} online, {} joining within a second",
+                plan.reps, plan.observers, plan.joiners
+            ));
             let relay = self.start(Kind::Chat)?;
             let v = self.load(&[
                 "presence",
@@ -1352,8 +1352,8 @@ const METHOD: &str = r#"
   every newcomer, from the newcomer's `hello` to the presence frame naming it, and
   records when each presence frame arrived; it decodes only the joined users'
   ids of each frame, so that the load generator's CPU, taken from the relay's,
-  goes to reading rather than to building values it drops. One run (not
-  interleaved: only Chat has presence).
+  goes to reading rather than to building values it drops. Medians of the
+  rounds (not interleaved: only Chat has presence).
 - **Write coalescing.** The dialogs again, each side keeping 8 messages in flight
   so that frames can queue for a socket; `perf stat` counts the server's `write`,
   `writev`, `sendto` and `sendmsg` calls during the measured window.

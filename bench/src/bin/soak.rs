@@ -1,7 +1,8 @@
 //! Soak: many signed-in clients for minutes, a fifth of them reconnecting
 //! every minute while messages flow; the relay's memory and open files are
-//! sampled throughout. Run with `cargo xtask soak` (10 minutes, 2,000
-//! clients) or directly:
+//! sampled throughout, after a one-minute warm-up round that everyone
+//! leaves. Run with `cargo xtask soak` (10 minutes, 2,000 clients) or
+//! directly:
 //! `soak --relay target/release/relay [--clients N] [--minutes M]`.
 
 use std::net::SocketAddr;
@@ -90,18 +91,129 @@ async fn main() -> Result<()> {
     for u in 0..users {
         cookies.push(login(addr, &format!("soak{u:04}"), PASSWORD).await?);
     }
-    // The baseline that RSS should return to once everyone has left: the
-    // accounts and sessions exist, no socket is open.
+    // The cold baseline: the accounts and sessions exist, no socket has
+    // been opened yet.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let signed_in = process_usage(pid);
     println!("signed in ({users} users): {} KiB", signed_in.0);
+    // A first round warms the relay up: every size of allocation its
+    // connections make has then been made on every thread, and the pages
+    // the allocator keeps for them are there. A leak shows as growth from
+    // this warm baseline; the cold one shows the cost of having served.
+    let warm_up = Round {
+        minutes: 1,
+        ..Round::of(&args)
+    };
+    println!("warm-up: {} clients for 1 minute, then all leave", args.clients);
+    let warm = run_round(addr, pid, &cookies, users, &warm_up).await?;
+    println!(
+        "warm baseline, everyone gone: {} KiB, {} fds",
+        warm.after.0, warm.after.1
+    );
+    let measured = run_round(addr, pid, &cookies, users, &Round::of(&args)).await?;
+    let Outcome {
+        baseline,
+        end,
+        after,
+        samples,
+        reconnects,
+        received,
+    } = measured;
+    let per_minute = slope(&samples);
+    let metrics = bench::get(addr, "/metrics").await.unwrap_or_default();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("chat_") && !l.contains("errors_total"))
+    {
+        println!("after all left: {line}");
+    }
+    println!("---");
+    println!(
+        "clients {}, minutes {}, reconnects {}, frames received {}",
+        args.clients,
+        args.minutes,
+        reconnects, received
+    );
+    println!(
+        "RSS KiB: idle {}, signed in {}, warm (after the warm-up round left) {}, steady {}, \
+         end of churn {}, after all left {}",
+        idle.0, signed_in.0, warm.after.0, baseline.0, end.0, after.0
+    );
+    println!(
+        "RSS after all left: {:.2}x the warm baseline, {:.2}x the signed-in one",
+        after.0 as f64 / warm.after.0.max(1) as f64,
+        after.0 as f64 / signed_in.0.max(1) as f64
+    );
+    println!(
+        "open files: idle {}, steady {}, end of churn {}, after all left {}",
+        idle.1, baseline.1, end.1, after.1
+    );
+    println!("RSS slope during churn: {per_minute:+.1} KiB/min");
+    let _ = relay.kill().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    if after.1 > idle.1 + 2 {
+        bail!(
+            "open files did not return to idle: {} -> {}",
+            idle.1,
+            after.1
+        );
+    }
+    Ok(())
+}
+
+/// What one round runs: its clients, for how long, how they behave.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    clients: usize,
+    minutes: u64,
+    message_every_ms: u64,
+    churn: bool,
+}
+
+impl Round {
+    fn of(args: &Args) -> Round {
+        Round {
+            clients: args.clients,
+            minutes: args.minutes,
+            message_every_ms: args.message_every_ms,
+            churn: args.churn,
+        }
+    }
+}
+
+/// The relay's usage (RSS KiB, open files) through one round.
+struct Outcome {
+    /// Everyone connected, before the first churn.
+    baseline: (u64, usize),
+    /// After the last churn settled, everyone still connected.
+    end: (u64, usize),
+    /// Everyone gone and offline.
+    after: (u64, usize),
+    /// RSS through the round: (minutes, KiB).
+    samples: Vec<(f64, f64)>,
+    reconnects: u64,
+    received: u64,
+}
+
+/// One round: a dialog for each pair of users, `round.clients` tabs
+/// connected for `round.minutes` (a fifth reconnecting every minute if
+/// `round.churn`), then everyone leaves and goes offline.
+async fn run_round(
+    addr: SocketAddr,
+    pid: u32,
+    cookies: &[String],
+    users: usize,
+    round: &Round,
+) -> Result<Outcome> {
     // Each pair of users shares a dialog.
     let hello = ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
         resume: vec![],
     };
     let mut user_ids = Vec::new();
-    for cookie in &cookies {
+    for cookie in cookies {
         let (ws, welcome) = connect(addr, cookie, &hello).await?;
         let ServerMsg::Welcome { me, .. } = welcome else {
             unreachable!()
@@ -136,15 +248,15 @@ async fn main() -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (churn_tx, churn_rx) = watch::channel(0u64);
     let mut tasks = Vec::new();
-    for client in 0..args.clients {
+    for client in 0..round.clients {
         let user = client % users;
         let tab = client / users;
         let (cookie, conversation) = (cookies[user].clone(), dialogs[user]);
         let (received, reconnects) = (received.clone(), reconnects.clone());
         let (mut stop, mut churn) = (stop_rx.clone(), churn_rx.clone());
         let hello = hello.clone();
-        let every = Duration::from_millis(args.message_every_ms.max(1));
-        let sends = tab == 0 && args.message_every_ms > 0;
+        let every = Duration::from_millis(round.message_every_ms.max(1));
+        let sends = tab == 0 && round.message_every_ms > 0;
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             loop {
@@ -170,9 +282,9 @@ async fn main() -> Result<()> {
                             if ws.send(Message::text(msg.encode())).await.is_err() { break; }
                         }
                         Ok(()) = churn.changed() => {
-                            let round = *churn.borrow();
+                            let turn = *churn.borrow();
                             // A fifth of the clients, a different fifth each round.
-                            if (client as u64 + round).is_multiple_of(5) {
+                            if (client as u64 + turn).is_multiple_of(5) {
                                 reconnects.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
@@ -191,23 +303,23 @@ async fn main() -> Result<()> {
     let baseline = process_usage(pid);
     println!(
         "steady with {} clients: {} KiB, {} fds",
-        args.clients, baseline.0, baseline.1
+        round.clients, baseline.0, baseline.1
     );
     let mut samples = Vec::new();
     let soak_started = Instant::now();
-    let mut round = 0;
-    while soak_started.elapsed() < Duration::from_secs(args.minutes * 60) {
+    let mut minute = 0;
+    while soak_started.elapsed() < Duration::from_secs(round.minutes * 60) {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (rss, fds) = process_usage(pid);
         let minutes = soak_started.elapsed().as_secs_f64() / 60.0;
         samples.push((minutes, rss as f64));
-        if soak_started.elapsed() >= Duration::from_secs(60 * (round + 1)) {
-            round += 1;
-            if args.churn {
-                churn_tx.send_replace(round);
+        if soak_started.elapsed() >= Duration::from_secs(60 * (minute + 1)) {
+            minute += 1;
+            if round.churn {
+                churn_tx.send_replace(minute);
             }
             println!(
-                "minute {round}: {rss} KiB, {fds} fds, {} frames received, {} reconnects",
+                "minute {minute}: {rss} KiB, {fds} fds, {} frames received, {} reconnects",
                 received.load(Ordering::Relaxed),
                 reconnects.load(Ordering::Relaxed)
             );
@@ -221,41 +333,12 @@ async fn main() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(13)).await; // grace period, then offline
     let after = process_usage(pid);
-    let per_minute = slope(&samples);
-    let metrics = bench::get(addr, "/metrics").await.unwrap_or_default();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("chat_") && !l.contains("errors_total"))
-    {
-        println!("after all left: {line}");
-    }
-    println!("---");
-    println!(
-        "clients {}, minutes {}, reconnects {}, frames received {}",
-        args.clients,
-        args.minutes,
-        reconnects.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed)
-    );
-    println!(
-        "RSS KiB: idle {}, signed in {}, steady {}, end of churn {}, after all left {}",
-        idle.0, signed_in.0, baseline.0, end.0, after.0
-    );
-    println!(
-        "open files: idle {}, steady {}, end of churn {}, after all left {}",
-        idle.1, baseline.1, end.1, after.1
-    );
-    println!("RSS slope during churn: {per_minute:+.1} KiB/min");
-    let _ = relay.kill().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    if after.1 > idle.1 + 2 {
-        bail!(
-            "open files did not return to idle: {} -> {}",
-            idle.1,
-            after.1
-        );
-    }
-    Ok(())
+    Ok(Outcome {
+        baseline,
+        end,
+        after,
+        samples,
+        reconnects: reconnects.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+    })
 }
