@@ -149,7 +149,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
         .collect();
     let tick = |message: &ChatMessage| conversation.tick(message, props.me);
     html! {
-        <section class={if live { "conversation" } else { "conversation ended" }} role="region" aria-label={title.clone()}>
+        <section ~className={if live { "conversation" } else { "conversation ended" }} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
                 <div class="conversation-title">
                     <h2>
@@ -221,7 +221,7 @@ fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -
                 <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
                 if let Some(tick) = tick {
-                    <span class={tick_class(tick)} role="img"
+                    <span ~className={tick_class(tick)} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
                     </span>
@@ -239,7 +239,7 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
     let id = pending.client_id;
     let (on_retry, on_discard) = (props.on_retry.clone(), props.on_discard.clone());
     html! {
-        <article class={if pending.failed.is_some() { "message pending failed" } else { "message pending" }}
+        <article ~className={if pending.failed.is_some() { "message pending failed" } else { "message pending" }}
             key={format!("pending-{}", id.0)}>
             <header>
                 <span class="author" style={color}>{ name }</span>
