@@ -27,6 +27,17 @@ impl std::fmt::Debug for dyn Listener {
     }
 }
 
+/// Chat: `onclick` → `click`, at compile time. Slicing at run time
+/// (`stringify!($kind)[2..]`) cannot fail, but brought core's string-slicing
+/// panic, with `char`'s `Debug` and its Unicode tables, into every app.
+/// See vendor/README.md.
+const fn event_name(kind: &'static str) -> &'static str {
+    match std::str::from_utf8(kind.as_bytes().split_at(2).1) {
+        Ok(name) => name,
+        Err(_) => panic!("a listener kind is `on` and an event name"),
+    }
+}
+
 macro_rules! gen_listener_kinds {
     ($($kind:ident)*) => {
         /// Supported kinds of DOM event listeners
@@ -44,10 +55,8 @@ macro_rules! gen_listener_kinds {
             pub fn type_name(&self) -> std::borrow::Cow<'static, str> {
                 match self {
                     Self::other(type_name) => type_name.clone(),
-                    // Chat: `strip_prefix`, not `[2..]`, which cannot fail but
-                    // brought core's string-slicing panic (with its Unicode
-                    // tables) into every app. See vendor/README.md.
-                    $( Self::$kind => stringify!($kind).strip_prefix("on").unwrap_or(stringify!($kind)).into(), )*
+                    // Chat: the name made at compile time; see `event_name`.
+                    $( Self::$kind => std::borrow::Cow::Borrowed(const { event_name(stringify!($kind)) }), )*
                 }
             }
         }
