@@ -68,9 +68,10 @@ pub async fn login(name: &str, password: &str) -> Result<User, LoginError> {
         return wire::decode_user(&text).map_err(|_| LoginError::Unreachable);
     }
     let error = wire::decode_api_error(&text).ok();
-    let message = error
-        .as_ref()
-        .map_or_else(|| format!("Sign-in failed ({status})"), |e| e.error.clone());
+    let message = error.as_ref().map_or_else(
+        || format!("Sign-in failed ({})", u64::from(status)),
+        |e| e.error.clone(),
+    );
     match (status, error.and_then(|e| e.retry_after)) {
         (429, retry_after) => Err(LoginError::Throttled {
             message,

@@ -113,7 +113,10 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     let ceiling = MIN_BACKOFF
         .saturating_mul(1u32 << attempt.min(16))
         .min(MAX_BACKOFF);
-    ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    let scale = 0.5 + 0.5 * jitter.clamp(0.0, 1.0);
+    // In whole milliseconds, as the timer takes it: `Duration::mul_f64`
+    // would bring its float conversion checks into the app.
+    Duration::from_millis((ceiling.as_millis() as f64 * scale) as u64)
 }
 
 /// The page's end of the link: send frames, stop it.

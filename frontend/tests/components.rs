@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
+use frontend::components::conversation::local_date_time;
 use frontend::components::{
-    connection_status, ConversationProps, ConversationView, OnlineUsers, SignIn, SignInProps,
+    connection_status, local_time, ConversationProps, ConversationView, OnlineUsers, SignIn,
+    SignInProps,
 };
 use frontend::connection::{backoff, ws_url, ConnState, MAX_BACKOFF};
 use shared::model::{Conversation, Ended, Entry, Pending};
@@ -105,6 +107,24 @@ fn r1_reconnect_backoff_grows_with_jitter_and_is_capped() {
         backoff(30, 0.0) >= MAX_BACKOFF / 2,
         "late attempts wait long"
     );
+}
+
+/// SPEC C9, B5: a message's time is `HH:MM`, a transcript's
+/// `YYYY-MM-DD HH:MM`, zero-padded, in the reader's time zone.
+#[wasm_bindgen_test]
+fn c9_b5_times_are_zero_padded_in_the_readers_time_zone() {
+    for ms in [0, 1_000_000_000_000, 1_704_070_800_000, 1_767_225_599_000] {
+        let date = js_sys::Date::new(&(ms as f64).into());
+        let time = format!("{:02}:{:02}", date.get_hours(), date.get_minutes());
+        assert_eq!(local_time(ms), time);
+        let day = format!(
+            "{:04}-{:02}-{:02}",
+            date.get_full_year(),
+            date.get_month() + 1,
+            date.get_date()
+        );
+        assert_eq!(local_date_time(ms), format!("{day} {time}"));
+    }
 }
 
 #[wasm_bindgen_test]

@@ -401,18 +401,23 @@ impl Conversation {
         self.entries.push(Entry::Notice(notice));
     }
 
+    /// The plain words for why it ended (SPEC C7, C8): "NAME left", "NAME
+    /// went offline" or [`LOST_NOTICE`]; its notice, and the page's note.
+    pub fn ended_note(&self, how: Ended) -> String {
+        match how {
+            Ended::By(ending) => departure_notice(&self.name_of(ending.user), ending.reason),
+            Ended::Lost => LOST_NOTICE.to_string(),
+        }
+    }
+
     /// It is no longer live: say why, and fail what was not confirmed.
     fn end(&mut self, how: Ended) {
         self.ended = Some(how);
         self.typing.clear();
-        let notice = match how {
-            Ended::By(ending) => {
-                self.participants.retain(|id| *id != ending.user);
-                departure_notice(&self.name_of(ending.user), ending.reason)
-            }
-            Ended::Lost => LOST_NOTICE.to_string(),
-        };
-        self.entries.push(Entry::Notice(notice));
+        if let Ended::By(ending) = how {
+            self.participants.retain(|id| *id != ending.user);
+        }
+        self.entries.push(Entry::Notice(self.ended_note(how)));
         for pending in &mut self.pending {
             pending.failed = Some(NOT_SENT_ENDED.to_string());
         }

@@ -9,7 +9,7 @@ use crate::connection::ConnState;
 /// each component type costs the app its own copy of Yew's lifecycle code.
 pub fn connection_status(state: ConnState) -> Html {
     html! {
-        <p role="status" class={state.status_class()} data-state={state.css_class()}>
+        <p role="status" ~className={state.status_class()} data-state={state.css_class()}>
             <span class="conn-dot" aria-hidden="true"></span>
             { state.label() }
         </p>

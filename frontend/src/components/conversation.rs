@@ -1,7 +1,7 @@
 use std::rc::Rc;
 
 use shared::model::{Conversation, Ended, Entry, Pending, Tick};
-use shared::protocol::{ChatMessage, ClientMsgId, Departure, UserId};
+use shared::protocol::{ChatMessage, ClientMsgId, UserId};
 use web_sys::{HtmlElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
@@ -149,7 +149,7 @@ pub fn conversation_view(props: &ConversationProps) -> Html {
         .collect();
     let tick = |message: &ChatMessage| conversation.tick(message, props.me);
     html! {
-        <section class={if live { "conversation" } else { "conversation ended" }} role="region" aria-label={title.clone()}>
+        <section ~className={if live { "conversation" } else { "conversation ended" }} role="region" aria-label={title.clone()}>
             <header class="conversation-header">
                 <div class="conversation-title">
                     <h2>
@@ -221,7 +221,7 @@ fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -
                 <span class="author" {style}>{ name }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
                 if let Some(tick) = tick {
-                    <span class={tick_class(tick)} role="img"
+                    <span ~className={tick_class(tick)} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
                     </span>
@@ -239,7 +239,7 @@ fn view_pending(conversation: &Conversation, props: &ConversationProps, pending:
     let id = pending.client_id;
     let (on_retry, on_discard) = (props.on_retry.clone(), props.on_discard.clone());
     html! {
-        <article class={if pending.failed.is_some() { "message pending failed" } else { "message pending" }}
+        <article ~className={if pending.failed.is_some() { "message pending failed" } else { "message pending" }}
             key={format!("pending-{}", id.0)}>
             <header>
                 <span class="author" style={color}>{ name }</span>
@@ -268,39 +268,51 @@ fn tick_class(tick: Tick) -> &'static str {
     }
 }
 
-/// The plain words for why a conversation ended (SPEC C7, C8).
+/// The plain words for why a conversation ended (SPEC C7, C8): the
+/// model's, so the page carries them once.
 pub fn ended_text(conversation: &Conversation, ended: Ended) -> String {
-    match ended {
-        Ended::By(ending) => {
-            let name = conversation
-                .member(ending.user)
-                .map_or_else(|| "Someone".to_string(), |u| u.name.clone());
-            match ending.reason {
-                Departure::Left => format!("{name} left"),
-                Departure::WentOffline => format!("{name} went offline"),
-            }
-        }
-        Ended::Lost => "This conversation ended when the server restarted".to_string(),
-    }
+    conversation.ended_note(ended)
 }
 
 /// `HH:MM` in the reader's time zone.
 pub fn local_time(unix_ms: u64) -> String {
     let date = js_sys::Date::new(&(unix_ms as f64).into());
-    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+    let mut out = String::with_capacity(5);
+    push_padded(&mut out, date.get_hours(), 2);
+    out.push(':');
+    push_padded(&mut out, date.get_minutes(), 2);
+    out
 }
 
 /// `YYYY-MM-DD HH:MM` in the reader's time zone, for transcripts (SPEC B5).
 pub fn local_date_time(unix_ms: u64) -> String {
     let date = js_sys::Date::new(&(unix_ms as f64).into());
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        date.get_full_year(),
-        date.get_month() + 1,
-        date.get_date(),
-        date.get_hours(),
-        date.get_minutes()
-    )
+    let mut out = String::with_capacity(16);
+    push_padded(&mut out, date.get_full_year(), 4);
+    out.push('-');
+    push_padded(&mut out, date.get_month() + 1, 2);
+    out.push('-');
+    push_padded(&mut out, date.get_date(), 2);
+    out.push(' ');
+    push_padded(&mut out, date.get_hours(), 2);
+    out.push(':');
+    push_padded(&mut out, date.get_minutes(), 2);
+    out
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits: what
+/// `{:0width$}` writes, without the formatting machinery.
+fn push_padded(out: &mut String, n: u32, width: u32) {
+    // The place of the first digit written (at most 10^9 for a u32).
+    let (mut place, mut digits) = (1u32, 1);
+    while digits < width || n / place >= 10 {
+        place *= 10;
+        digits += 1;
+    }
+    while place > 0 {
+        out.push(char::from(b'0' + (n / place % 10) as u8));
+        place /= 10;
+    }
 }
 
 fn iso_time(unix_ms: u64) -> String {

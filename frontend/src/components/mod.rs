@@ -1,5 +1,11 @@
 //! View components. Each takes plain data and callbacks as properties, so
 //! each can be rendered on its own in a component test.
+//!
+//! A class that depends on state is set as the element's `className`
+//! property (`~className={..}`): the same `class` in the page, but a
+//! `class={..}` that is not a literal goes through Yew's `Classes` (a set
+//! of strings, split and joined again at every render), whose code is
+//! 1.6 KiB of the app gzipped.
 
 mod chat;
 mod connection_status;

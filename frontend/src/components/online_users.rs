@@ -73,7 +73,7 @@ pub fn online_users(props: &OnlineUsersProps) -> Html {
                                 { user.name.clone() }
                             </button>
                             if let Some(activity) = activity {
-                                <span class={activity_class(activity)}>{ activity_word(activity) }</span>
+                                <span ~className={activity_class(activity)}>{ activity_word(activity) }</span>
                             }
                             <input type="checkbox" class="pick" checked={checked} onchange={toggle}
                                 aria-label={format!("Add {} to a group", user.name)} />
