@@ -12,8 +12,8 @@
 //! racing for "Bob" and "bob".
 
 use std::fmt;
-use std::path::Path;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -472,8 +472,10 @@ mod tests {
         assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
         let count = store
             .run(|conn| {
-                conn.query_row("SELECT count(*) FROM accounts", [], |row| row.get::<_, i64>(0))
-                    .map_err(StoreError::from)
+                conn.query_row("SELECT count(*) FROM accounts", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(StoreError::from)
             })
             .await;
         assert_eq!(count.ok(), Some(0));

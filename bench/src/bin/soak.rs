@@ -104,7 +104,10 @@ async fn main() -> Result<()> {
         minutes: 1,
         ..Round::of(&args)
     };
-    println!("warm-up: {} clients for 1 minute, then all leave", args.clients);
+    println!(
+        "warm-up: {} clients for 1 minute, then all leave",
+        args.clients
+    );
     let warm = run_round(addr, pid, &cookies, users, &warm_up).await?;
     println!(
         "warm baseline, everyone gone: {} KiB, {} fds",
@@ -130,9 +133,7 @@ async fn main() -> Result<()> {
     println!("---");
     println!(
         "clients {}, minutes {}, reconnects {}, frames received {}",
-        args.clients,
-        args.minutes,
-        reconnects, received
+        args.clients, args.minutes, reconnects, received
     );
     println!(
         "RSS KiB: idle {}, signed in {}, warm (after the warm-up round left) {}, steady {}, \
