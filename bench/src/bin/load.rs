@@ -19,12 +19,6 @@ use bench::client::{read_accounts, Account, Target};
 use bench::scenario::{self, DialogRun, Pace};
 use clap::{Parser, Subcommand};
 
-/// The load generator shares the cores with the server it measures: every
-/// cycle it spends is one the server lacks, and glibc's allocator cost it
-/// more than mimalloc on the presence burst's many short-lived frames.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Sign-ins in flight at once: each costs the relay an argon2 hash (19 MiB).
 const SIGN_IN_CONCURRENCY: usize = 4;
 /// The password of every benchmark account.
