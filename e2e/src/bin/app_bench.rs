@@ -402,11 +402,22 @@ async fn append_times(
     let ServerMsg::Welcome { me, online, .. } = welcome else {
         bail!("expected a welcome");
     };
-    let alice_id: UserId = online
-        .iter()
-        .find(|u| u.name == "alice")
-        .map(|u| u.id)
-        .context("alice is not online for bob")?;
+    // A welcome's online list may be one presence batch old (SPEC U4): if
+    // alice came online within it, the next presence frame names her.
+    let named_alice =
+        |users: &[shared::protocol::User]| users.iter().find(|u| u.name == "alice").map(|u| u.id);
+    let mut alice_id: Option<UserId> = named_alice(&online);
+    let alice_id = loop {
+        if let Some(id) = alice_id {
+            break id;
+        }
+        if let ServerMsg::Presence { joined, .. } = bench::next(&mut bob, Duration::from_secs(10))
+            .await
+            .context("alice is not online for bob")?
+        {
+            alice_id = named_alice(&joined);
+        }
+    };
     send(
         &mut bob,
         &ClientMsg::Open {
