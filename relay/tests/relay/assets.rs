@@ -93,6 +93,14 @@ async fn fetch(relay: &TestRelay, path: &str, headers: &[(&str, &str)]) -> Fetch
     fetched
 }
 
+/// A relay serving a fresh [`built_app`] folder named `name`; the folder.
+async fn serving_app(name: &str) -> (PathBuf, TestRelay) {
+    let dir = built_app(name);
+    let mut config = config();
+    config.static_dir = dir.clone();
+    (dir, TestRelay::start(config).await)
+}
+
 /// A static folder shaped like trunk's output, with compressible files of a
 /// realistic size.
 fn built_app(name: &str) -> PathBuf {
@@ -122,10 +130,7 @@ fn built_app(name: &str) -> PathBuf {
 /// hashed names are cached for a year while `index.html` is revalidated.
 #[tokio::test]
 async fn o2_the_app_is_sent_compressed_and_hashed_files_are_cached_for_a_year() {
-    let dir = built_app("gzip");
-    let mut config = config();
-    config.static_dir = dir.clone();
-    let relay = TestRelay::start(config).await;
+    let (dir, relay) = serving_app("gzip").await;
     let gzip = [("Accept-Encoding", "gzip, deflate, br, zstd")];
 
     for (path, file, content_type, cache) in [
@@ -181,10 +186,7 @@ async fn o2_the_app_is_sent_compressed_and_hashed_files_are_cached_for_a_year() 
 /// Clients that do not accept gzip get the file as it is.
 #[tokio::test]
 async fn o2_clients_without_gzip_get_the_file_as_it_is() {
-    let dir = built_app("plain");
-    let mut config = config();
-    config.static_dir = dir.clone();
-    let relay = TestRelay::start(config).await;
+    let (dir, relay) = serving_app("plain").await;
     let wasm = std::fs::read(dir.join(WASM)).unwrap();
     for accept in [
         None,
@@ -218,10 +220,7 @@ async fn o2_clients_without_gzip_get_the_file_as_it_is() {
 /// nothing outside the static folder is ever served.
 #[tokio::test]
 async fn o2_a_rebuilt_index_is_served_at_once_and_nothing_outside_the_folder() {
-    let dir = built_app("rebuilt");
-    let mut config = config();
-    config.static_dir = dir.clone();
-    let relay = TestRelay::start(config).await;
+    let (dir, relay) = serving_app("rebuilt").await;
     let gzip = [("Accept-Encoding", "gzip")];
     let first = fetch(&relay, "/", &gzip).await.decoded();
 
@@ -263,10 +262,7 @@ async fn c9_pages_carry_a_policy_that_admits_only_their_own_scripts() {
     use base64::Engine;
     use sha2::{Digest, Sha256};
 
-    let dir = built_app("policy");
-    let mut config = config();
-    config.static_dir = dir.clone();
-    let relay = TestRelay::start(config).await;
+    let (dir, relay) = serving_app("policy").await;
     let loader = format!("import init from '/{JS}';init('/{WASM}')");
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&loader));
     for path in ["/", "/index.html", "/c/42"] {
