@@ -3,10 +3,12 @@
 //!
 //! The Autobahn suite drives an echo server at `/` without cookies, so it
 //! cannot speak to `/ws` itself. This serves the same transport the chat
-//! uses — the relay's own upgrade and socket buffers ([`crate::ws`]), the reader that keeps reading after a Close so
-//! the close handshake completes, and the connection's coalescing writes
-//! from a bounded queue ([`Link`], reading and writing in one task) — with an echo in place of the hub. It is never
-//! mounted by the relay binary; only tests start it.
+//! uses — the relay's own upgrade, socket buffers and data-frame writes
+//! ([`crate::ws`]), the reader that keeps reading after a Close so the
+//! close handshake completes, and the connection's coalescing writes from
+//! a bounded queue ([`Link`], reading and writing in one task) — with an
+//! echo in place of the hub. It is never mounted by the relay binary; only
+//! tests start it.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -21,27 +23,17 @@ use crate::ws::{self, WebSocket};
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Frames queued to be written.
 const QUEUE: usize = 64;
-/// The longest frame the echo writes. The chat cuts messages into 1 KiB
-/// frames ([`ws::FRAGMENT`]); the cases echo messages of up to 16 MiB,
-/// which in 1 KiB frames take the suite from seconds to about a minute.
-/// Cutting and continuation frames are exercised all the same; the
-/// buffers are otherwise the chat's.
-const FRAGMENT: usize = 64 * 1024;
 
 /// `GET /`: upgrade and echo every data message.
 pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path::end()
         .and(ws::upgrade())
-        .map(|upgrade: ws::Upgrade| {
-            let config =
-                ws::config(MAX_MESSAGE).max_write_buffer_size(ws::max_write_buffer(FRAGMENT));
-            upgrade.accept(config, serve)
-        })
+        .map(|upgrade: ws::Upgrade| upgrade.accept(ws::config(MAX_MESSAGE), serve))
 }
 
 async fn serve(socket: WebSocket) {
     let (out, queue) = mpsc::channel(QUEUE);
-    let mut link = Link::new(socket, queue, FRAGMENT);
+    let mut link = Link::new(socket, queue);
     // Read to the end: after a Close, tungstenite queues the reply and
     // completes the handshake while the stream is still being read.
     while let Io::Frame(Some(Ok(msg))) = poll_fn(|cx| link.poll(cx)).await {

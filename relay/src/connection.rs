@@ -126,7 +126,7 @@ impl Connection {
             relay,
             user,
             session,
-            link: Link::new(socket, queue, ws::FRAGMENT),
+            link: Link::new(socket, queue),
             out: Some(out),
             close: None,
             violations: VecDeque::new(),
@@ -377,10 +377,10 @@ pub(crate) enum Written {
 /// One WebSocket, read and written by its connection's one task, and the
 /// bounded outbound queue written to it. Writing feeds every queued frame
 /// that is ready, then flushes once, so a burst costs one write rather
-/// than one per frame ([`ws::Coalesce`] gathers the frames). A message
-/// longer than `fragment` bytes goes out as fragments ([`ws::fragments`]),
-/// so the socket's write buffer never holds more than a fragment and what
-/// waits ([`ws::MAX_WRITE_BUFFER`] for the chat).
+/// than one per frame. Data frames go to [`ws::Coalesce`] directly, which
+/// writes long payloads from the message's own bytes (one serialization,
+/// shared by every recipient); control frames (pings, the close frame) go
+/// through tungstenite, which keeps the close handshake.
 ///
 /// Reading and writing share the task: there is no writer task, no lock
 /// between two halves of the socket, and the socket lives in the
@@ -389,10 +389,9 @@ pub(crate) enum Written {
 pub(crate) struct Link {
     ws: WebSocket,
     queue: mpsc::Receiver<Message>,
-    fragment: usize,
-    /// The frames of the message being written.
-    frames: Option<ws::Fragments>,
-    /// The message being written is a close frame: the last.
+    /// A control frame taken from the queue, waiting for tungstenite.
+    control: Option<Message>,
+    /// A close frame was handed to tungstenite: the last.
     closing: bool,
     /// Frames were fed since the last flush.
     unflushed: bool,
@@ -402,12 +401,11 @@ pub(crate) struct Link {
 
 impl Link {
     /// The socket and the queue to write to it.
-    pub(crate) fn new(ws: WebSocket, queue: mpsc::Receiver<Message>, fragment: usize) -> Self {
+    pub(crate) fn new(ws: WebSocket, queue: mpsc::Receiver<Message>) -> Self {
         Link {
             ws,
             queue,
-            fragment,
-            frames: None,
+            control: None,
             closing: false,
             unflushed: false,
             written: None,
@@ -478,22 +476,41 @@ impl Link {
     /// socket is closed), or a write failed.
     fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         loop {
-            if let Some(frames) = &mut self.frames {
-                ready!(self.ws.poll_ready_unpin(cx))?;
-                if let Some(frame) = frames.next() {
-                    self.ws.start_send_unpin(frame)?;
-                    self.unflushed = true;
-                    continue;
+            if let Some(msg) = self.control.take() {
+                if self.ws.poll_ready_unpin(cx)?.is_pending() {
+                    self.control = Some(msg);
+                    return Poll::Pending;
                 }
-                self.frames = None;
-                if self.closing {
-                    return self.ws.poll_flush_unpin(cx);
-                }
+                self.ws.start_send_unpin(msg)?;
+                self.unflushed = true;
+            }
+            if self.closing {
+                return self.ws.poll_flush_unpin(cx);
+            }
+            // At most GATHER bytes wait before more is taken.
+            if self.ws.get_ref().pending() >= ws::GATHER {
+                ready!(self.ws.get_mut().poll_drain(cx))?;
             }
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(msg)) => {
-                    self.closing = msg.is_close();
-                    self.frames = Some(ws::fragments(msg, self.fragment));
+                    let (opcode, payload) = match msg {
+                        Message::Text(text) => (ws::TEXT, Bytes::from(text)),
+                        Message::Binary(data) => (ws::BINARY, data),
+                        control => {
+                            self.closing = control.is_close();
+                            self.control = Some(control);
+                            continue;
+                        }
+                    };
+                    self.ws
+                        .get_mut()
+                        .push_data(opcode, payload)
+                        .map_err(|ws::AfterClose| {
+                            tungstenite::Error::Protocol(
+                                tungstenite::error::ProtocolError::SendAfterClosing,
+                            )
+                        })?;
+                    self.unflushed = true;
                 }
                 Poll::Ready(None) => return self.ws.poll_close_unpin(cx),
                 Poll::Pending => {

@@ -1,19 +1,20 @@
 //! The WebSocket upgrade and the socket's buffers, owned here rather than
 //! by warp's `ws()` so that every connection's memory is small and bounded
-//! (issue 7: ≤ 12 KiB per idle signed-in connection).
+//! (issue 7: ≤ 12 KiB per idle signed-in connection), and the write path,
+//! so that a message serialized once is written to every recipient from
+//! the same bytes.
 //!
 //! tungstenite's defaults suit a few busy sockets, not thousands of idle
 //! ones: a 128 KiB read buffer allocated with every socket, and a write
 //! buffer that keeps the capacity of the largest batch it ever sent. warp
-//! 0.4 cannot size either. Here the read buffer is [`READ_BUFFER`];
-//! tungstenite hands every frame straight on to [`Coalesce`], which gathers
-//! the frames of one batch and writes them with one call at the flush, then
-//! gives its buffer back; and [`fragments`] cuts every message longer than
-//! [`FRAGMENT`] into continuation frames, so tungstenite's own write buffer
-//! never holds more than [`MAX_WRITE_BUFFER`]: a large `welcome` passes
-//! through without pinning its size for the rest of the connection.
-//! Browsers and every client library reassemble fragments (RFC 6455 §5.4).
+//! 0.4 cannot size either. Here the read buffer is [`READ_BUFFER`], and
+//! tungstenite writes only control frames: data frames go straight to
+//! [`Coalesce`], which gathers the frames of one batch, keeps long
+//! payloads as the message's shared bytes rather than copying them, writes
+//! the batch with one vectored call at the flush, then gives its buffers
+//! back.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -24,10 +25,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, Instrument};
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -41,29 +40,27 @@ pub type WebSocket = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>
 /// Client frames are small (a hello, a message, a typing signal); a larger
 /// one grows the buffer to its size.
 pub const READ_BUFFER: usize = 1024;
-/// Frames are written to the socket once this many bytes wait (and at
-/// every flush): a burst of small frames still costs one write per KiB.
-/// tungstenite passes every frame on at once ([`Coalesce`] gathers them).
+/// tungstenite's own write buffer: none, it passes every control frame
+/// on at once.
 pub const WRITE_BUFFER: usize = 0;
+/// The most tungstenite's write buffer may hold: a control frame (a pong
+/// or a close, at most 131 bytes) and room to spare.
+pub const MAX_WRITE_BUFFER: usize = 4 * 1024;
 /// [`Coalesce`] writes what it gathered once this many bytes wait, without
-/// waiting for the flush: the most a batch holds.
+/// waiting for the flush: the most a batch holds, but for the one message
+/// that crosses it.
 pub const GATHER: usize = 16 * 1024;
 /// [`Coalesce`] keeps a buffer of at most this capacity between batches;
 /// a larger one is given back.
 pub const KEEP: usize = 1024;
-/// The largest frame payload the relay sends; longer messages go out as
-/// a first frame and continuation frames of at most this size.
-pub const FRAGMENT: usize = 1024;
-/// The most a connection's write buffer may hold.
-pub const MAX_WRITE_BUFFER: usize = max_write_buffer(FRAGMENT);
-
-/// The most a write buffer may hold when messages are cut into frames of
-/// `fragment` bytes: what waits to be written, one frame, and room for
-/// the control frames (pong, close, each at most 127 bytes) tungstenite
-/// adds of its own accord.
-pub const fn max_write_buffer(fragment: usize) -> usize {
-    WRITE_BUFFER + fragment + 1024
-}
+/// Payloads longer than this are written from the message's own bytes;
+/// shorter ones are copied next to their header (one slice, not two).
+pub const SHARE: usize = 512;
+/// The most slices one vectored write is given.
+const MAX_SLICES: usize = 64;
+/// Copied bytes (pongs) [`Coalesce`] holds for tungstenite before it takes
+/// the client for one that reads nothing.
+const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
 
 /// The buffers of a connection, and the largest frame and message it may
 /// receive.
@@ -176,143 +173,435 @@ impl Upgrade {
         response
     }
 }
-
-/// A message as the frames the relay writes: itself when it fits in one
-/// frame of `size` bytes ([`FRAGMENT`] for the chat), otherwise a first
-/// frame and continuation frames, each at most `size` long (text is cut
-/// between characters, so every frame holds whole UTF-8; `size` is at
-/// least 4). The frames share the message's bytes.
-pub fn fragments(msg: Message, size: usize) -> Fragments {
-    let size = size.max(4);
-    let (opcode, bytes) = match msg {
-        Message::Text(text) if text.len() > size => (Data::Text, Bytes::from(text)),
-        Message::Binary(bytes) if bytes.len() > size => (Data::Binary, bytes),
-        other => return Fragments::One(Some(other)),
+/// The header of an unmasked final frame (RFC 6455 §5.2) with `opcode`
+/// and a payload of `len` bytes, as a server writes it.
+fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | opcode;
+    let used = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     };
-    Fragments::Many {
-        opcode,
-        bytes,
-        size,
-        sent: 0,
+    (head, used)
+}
+
+/// A data frame's opcode: text.
+pub const TEXT: u8 = 0x1;
+/// A data frame's opcode: binary.
+pub const BINARY: u8 = 0x2;
+
+/// A data frame was offered after a close frame had gone in (RFC 6455
+/// §5.5.1: nothing follows a close).
+#[derive(Debug)]
+pub struct AfterClose;
+
+/// The socket under a connection's WebSocket. It gathers what is written
+/// between two flushes and writes it with one vectored call at the flush
+/// (once [`GATHER`] bytes wait, without waiting for it), so a burst costs
+/// one write syscall, not one per frame.
+///
+/// Data frames do not go through tungstenite: [`Coalesce::push_data`]
+/// adds a header, and a payload longer than [`SHARE`] is kept as the
+/// message's own bytes, shared with every other recipient of it, and
+/// written from there: a presence diff to 5,000 sockets or a 160 KiB
+/// welcome is never copied in user space and never cut into fragments.
+/// tungstenite writes only control frames (pings, pongs, close), which
+/// go out at once; after a close frame, data is refused ([`AfterClose`]).
+/// After a batch larger than [`KEEP`] the buffers are given back, so an
+/// idle connection holds none.
+#[derive(Debug)]
+pub struct Coalesce<S> {
+    inner: S,
+    /// What waits, in order, before `tail`: copied bytes and shared payloads.
+    chunks: VecDeque<Bytes>,
+    /// Copied bytes after the last chunk.
+    tail: Vec<u8>,
+    /// How much of `tail` is written (only while `chunks` is empty).
+    tail_written: usize,
+    /// Bytes waiting in all.
+    pending: usize,
+    /// A close frame has gone in.
+    closed: bool,
+}
+
+impl<S> Coalesce<S> {
+    /// Wraps a socket.
+    pub fn new(inner: S) -> Self {
+        Coalesce {
+            inner,
+            chunks: VecDeque::new(),
+            tail: Vec::new(),
+            tail_written: 0,
+            pending: 0,
+            closed: false,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Adds a final data frame with `opcode` ([`TEXT`], [`BINARY`]) and
+    /// `payload`; it is written at the next flush, or sooner once
+    /// [`GATHER`] bytes wait.
+    pub fn push_data(&mut self, opcode: u8, payload: Bytes) -> Result<(), AfterClose> {
+        if self.closed {
+            return Err(AfterClose);
+        }
+        let (head, used) = frame_header(opcode, payload.len());
+        self.tail.extend_from_slice(&head[..used]);
+        self.pending += used + payload.len();
+        if payload.len() <= SHARE {
+            self.tail.extend_from_slice(&payload);
+        } else {
+            let mut copied = Bytes::from(std::mem::take(&mut self.tail));
+            drop(copied.split_to(self.tail_written));
+            self.tail_written = 0;
+            self.chunks.push_back(copied);
+            self.chunks.push_back(payload);
+        }
+        Ok(())
     }
 }
 
-/// The frames of one message; see [`fragments`].
-#[derive(Debug)]
-pub enum Fragments {
-    /// The message fits in one frame.
-    One(Option<Message>),
-    /// The message's bytes, and how many of them have been cut off.
-    Many {
-        /// Text or binary.
-        opcode: Data,
-        /// The whole message.
-        bytes: Bytes,
-        /// The longest frame.
-        size: usize,
-        /// Bytes already in earlier frames.
-        sent: usize,
-    },
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Writes out everything waiting.
+    pub fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.pending > 0 {
+            let n = {
+                let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for chunk in self.chunks.iter().take(MAX_SLICES - 1) {
+                    slices[count] = io::IoSlice::new(chunk);
+                    count += 1;
+                }
+                if count == self.chunks.len() {
+                    slices[count] = io::IoSlice::new(&self.tail[self.tail_written..]);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        self.tail.clear();
+        self.tail_written = 0;
+        if self.tail.capacity() > KEEP {
+            self.tail = Vec::new();
+        }
+        if self.chunks.capacity() > 8 {
+            self.chunks = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops the first `n` bytes waiting: they are written.
+    fn advance(&mut self, mut n: usize) {
+        self.pending -= n;
+        while n > 0 {
+            let Some(chunk) = self.chunks.front_mut() else {
+                self.tail_written += n;
+                return;
+            };
+            if n < chunk.len() {
+                drop(chunk.split_to(n));
+                return;
+            }
+            n -= chunk.len();
+            self.chunks.pop_front();
+        }
+    }
 }
 
-impl Iterator for Fragments {
-    type Item = Message;
-
-    fn next(&mut self) -> Option<Message> {
-        match self {
-            Fragments::One(msg) => msg.take(),
-            Fragments::Many {
-                opcode,
-                bytes,
-                size,
-                sent,
-            } => {
-                let start = *sent;
-                if start >= bytes.len() {
-                    return None;
-                }
-                let mut end = (start + *size).min(bytes.len());
-                if *opcode == Data::Text {
-                    // Back up to a character boundary: a UTF-8 character
-                    // starts with anything but 0b10xx_xxxx.
-                    while end < bytes.len() && end > start && bytes[end] & 0xC0 == 0x80 {
-                        end -= 1;
-                    }
-                }
-                *sent = end;
-                let code = if start == 0 { *opcode } else { Data::Continue };
-                let last = end == bytes.len();
-                Some(Message::Frame(Frame::message(
-                    bytes.slice(start..end),
-                    OpCode::Data(code),
-                    last,
-                )))
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // What tungstenite wrote while reading goes out before the next read.
+        if this.pending > 0 {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
             }
         }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+/// tungstenite's writes: control frames, each in one call.
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.tail.len() >= MAX_CONTROL_BACKLOG {
+            // Pongs pile up unread: the client reads nothing.
+            return Poll::Ready(Err(io::Error::other("the client reads nothing")));
+        }
+        this.tail.extend_from_slice(data);
+        this.pending += data.len();
+        // A close frame (opcode 8) ends the data; every control frame
+        // (opcode bit 3) goes out at once: it is urgent, and tungstenite
+        // may not flush after it (a close reply ends the connection on the
+        // spot).
+        if data.first().is_some_and(|b| b & 0x0F == 0x08) {
+            this.closed = true;
+        }
+        if data.first().is_some_and(|b| b & 0x08 != 0) {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-    fn frames(msg: Message) -> Vec<(OpCode, bool, Vec<u8>)> {
-        fragments(msg, FRAGMENT)
-            .map(|m| match m {
-                Message::Frame(f) => (f.header().opcode, f.header().is_final, f.payload().to_vec()),
-                other => (
-                    OpCode::Data(Data::Reserved(0)),
-                    true,
-                    other.into_data().to_vec(),
-                ),
-            })
-            .collect()
+    /// Records each write the socket is asked for, taking at most `limit`
+    /// bytes a call.
+    struct Recorder {
+        writes: Vec<usize>,
+        bytes: Vec<u8>,
+        limit: usize,
     }
 
-    #[test]
-    fn short_messages_go_out_whole() {
-        let text = "x".repeat(FRAGMENT);
-        let out: Vec<Message> = fragments(Message::text(text.clone()), FRAGMENT).collect();
-        assert_eq!(out, vec![Message::text(text)]);
-        let ping: Vec<Message> = fragments(Message::Ping(Bytes::new()), FRAGMENT).collect();
-        assert_eq!(ping, vec![Message::Ping(Bytes::new())]);
-    }
-
-    #[test]
-    fn long_text_is_cut_into_continuations_between_characters() {
-        // "é" is two bytes: an odd offset falls inside a character.
-        let text = format!("a{}", "é".repeat(3 * FRAGMENT));
-        let out = frames(Message::text(text.clone()));
-        assert!(out.len() >= 6, "{} frames", out.len());
-        assert_eq!(out[0].0, OpCode::Data(Data::Text));
-        for (opcode, _, _) in &out[1..] {
-            assert_eq!(*opcode, OpCode::Data(Data::Continue));
+    impl Recorder {
+        fn new(limit: usize) -> Self {
+            Recorder {
+                writes: Vec::new(),
+                bytes: Vec::new(),
+                limit,
+            }
         }
-        let finals: Vec<bool> = out.iter().map(|(_, last, _)| *last).collect();
-        assert_eq!(finals.iter().filter(|f| **f).count(), 1);
-        assert_eq!(finals.last(), Some(&true));
-        let mut whole = Vec::new();
-        for (_, _, payload) in &out {
-            assert!(payload.len() <= FRAGMENT);
-            assert!(
-                std::str::from_utf8(payload).is_ok(),
-                "a frame splits a character"
-            );
-            whole.extend_from_slice(payload);
-        }
-        assert_eq!(whole, text.as_bytes());
     }
 
-    #[test]
-    fn long_binary_is_cut_at_the_fragment_size() {
-        let data = vec![0xAB_u8; 2 * FRAGMENT + 1];
-        let out = frames(Message::binary(data.clone()));
-        let sizes: Vec<usize> = out.iter().map(|(_, _, p)| p.len()).collect();
-        assert_eq!(sizes, vec![FRAGMENT, FRAGMENT, 1]);
-        assert_eq!(out[0].0, OpCode::Data(Data::Binary));
-        let whole: Vec<u8> = out.into_iter().flat_map(|(_, _, p)| p).collect();
-        assert_eq!(whole, data);
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            slices: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let mut taken = 0;
+            for slice in slices {
+                let n = slice.len().min(this.limit - taken);
+                this.bytes.extend_from_slice(&slice[..n]);
+                taken += n;
+            }
+            this.writes.push(taken);
+            Poll::Ready(Ok(taken))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The frames in `bytes`, parsed as a client would: (opcode, fin, payload).
+    fn parse(mut bytes: &[u8]) -> Vec<(u8, bool, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = io::Cursor::new(bytes);
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            let start = cursor.position() as usize;
+            assert!(header.mask.is_none(), "a server frame is not masked");
+            let opcode: u8 = header.opcode.into();
+            let end = start + len as usize;
+            frames.push((opcode, header.is_final, bytes[start..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        frames
+    }
+
+    async fn flush(socket: &mut Coalesce<Recorder>) {
+        std::future::poll_fn(|cx| socket.poll_drain(cx))
+            .await
+            .unwrap();
+    }
+
+    /// Issue 7: a burst of frames is one write at the flush; the buffer is
+    /// given back after a large batch, so an idle connection holds none.
+    #[tokio::test]
+    async fn a_batch_is_one_write_and_the_buffer_is_given_back() {
+        let mut socket = Coalesce::new(Recorder::new(usize::MAX));
+        for i in 0..16 {
+            let text = format!("{i:>200}");
+            socket.push_data(TEXT, Bytes::from(text)).unwrap();
+        }
+        assert!(socket.inner.writes.is_empty(), "nothing before the flush");
+        flush(&mut socket).await;
+        assert_eq!(
+            socket.inner.writes,
+            [16 * 204],
+            "one write for sixteen frames"
+        );
+        let frames = parse(&socket.inner.bytes);
+        assert_eq!(frames.len(), 16);
+        for (i, (opcode, fin, payload)) in frames.iter().enumerate() {
+            assert_eq!((*opcode, *fin), (TEXT, true));
+            assert_eq!(payload, format!("{i:>200}").as_bytes());
+        }
+        assert_eq!(socket.tail.capacity(), 0, "a 3 KiB batch is not kept");
+        assert_eq!(socket.pending(), 0);
+    }
+
+    /// A long payload is written from the message's own bytes, whole, in
+    /// one frame, between the frames before and after it.
+    #[tokio::test]
+    async fn a_long_payload_is_shared_not_copied_and_not_cut() {
+        let mut socket = Coalesce::new(Recorder::new(usize::MAX));
+        let long = Bytes::from(vec![b'w'; 160 * 1024]);
+        socket
+            .push_data(TEXT, Bytes::from_static(b"before"))
+            .unwrap();
+        socket.push_data(TEXT, long.clone()).unwrap();
+        socket
+            .push_data(BINARY, Bytes::from_static(b"after"))
+            .unwrap();
+        let shared = socket.chunks.iter().any(|c| c.as_ptr() == long.as_ptr());
+        assert!(shared, "the payload is the message's own bytes");
+        assert!(socket.tail.capacity() < 1024, "the payload was copied");
+        flush(&mut socket).await;
+        let frames = parse(&socket.inner.bytes);
+        assert_eq!(
+            frames,
+            vec![
+                (TEXT, true, b"before".to_vec()),
+                (TEXT, true, long.to_vec()),
+                (BINARY, true, b"after".to_vec()),
+            ]
+        );
+        assert_eq!(socket.inner.writes.len(), 1, "one vectored write");
+    }
+
+    /// Every length encoding (7, 16 and 64 bits) reads back as written,
+    /// through writes that take a few bytes at a time.
+    #[tokio::test]
+    async fn frames_of_every_size_survive_short_writes() {
+        let sizes = [
+            0,
+            1,
+            125,
+            126,
+            127,
+            SHARE,
+            SHARE + 1,
+            65_535,
+            65_536,
+            70_000,
+        ];
+        for limit in [1, 7, 1000, usize::MAX] {
+            let mut socket = Coalesce::new(Recorder::new(limit));
+            let payloads: Vec<Vec<u8>> = sizes
+                .iter()
+                .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
+                .collect();
+            for p in &payloads {
+                socket.push_data(BINARY, Bytes::from(p.clone())).unwrap();
+            }
+            flush(&mut socket).await;
+            let got: Vec<Vec<u8>> = parse(&socket.inner.bytes)
+                .into_iter()
+                .map(|(_, _, p)| p)
+                .collect();
+            assert_eq!(got, payloads, "writes of at most {limit} bytes");
+            assert_eq!(socket.pending(), 0);
+        }
+    }
+
+    /// Control frames go out at once; after a close, no data is taken.
+    #[tokio::test]
+    async fn a_close_goes_out_at_once_and_ends_the_data() {
+        let mut socket = Coalesce::new(Recorder::new(usize::MAX));
+        socket.push_data(TEXT, Bytes::from_static(b"last")).unwrap();
+        socket.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
+        assert_eq!(
+            socket.inner.writes,
+            [6 + 4],
+            "the close and what waited, without a flush"
+        );
+        assert!(socket.push_data(TEXT, Bytes::from_static(b"late")).is_err());
+        let frames = parse(&socket.inner.bytes);
+        assert_eq!(frames[1], (0x8, true, vec![0x03, 0xe8]));
+    }
+
+    /// A client that sends pings and reads nothing is cut off once the
+    /// pongs back up.
+    #[tokio::test]
+    async fn unread_pongs_are_bounded() {
+        struct Stuck;
+        impl AsyncWrite for Stuck {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Pending
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Pending
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Pending
+            }
+        }
+        let mut socket = Coalesce::new(Stuck);
+        let pong = [0x8A, 0x7D]
+            .into_iter()
+            .chain([0u8; 125])
+            .collect::<Vec<u8>>();
+        let mut sent = 0;
+        let failed = loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut socket).poll_write(cx, &pong)).await {
+                Ok(_) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10_000, "never cut off");
+        };
+        assert_eq!(failed.to_string(), "the client reads nothing");
+        assert!(socket.tail.len() <= MAX_CONTROL_BACKLOG + pong.len());
     }
 
     #[test]
@@ -353,163 +642,5 @@ mod tests {
         let mut not_websocket = headers;
         not_websocket.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         assert_eq!(upgrade_key(&not_websocket), None);
-    }
-
-    /// Records each write the socket is asked for.
-    #[derive(Default)]
-    struct Recorder {
-        writes: Vec<usize>,
-    }
-
-    impl AsyncWrite for Recorder {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().writes.push(data.len());
-            Poll::Ready(Ok(data.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Issue 7: a burst of frames is one write at the flush; a batch over
-    /// GATHER is written as it grows; a control frame goes out at once; the
-    /// buffer is given back after a large batch, so an idle connection
-    /// holds none.
-    #[tokio::test]
-    async fn a_batch_is_one_write_and_the_buffer_is_given_back() {
-        use tokio::io::AsyncWriteExt;
-        let mut socket = Coalesce::new(Recorder::default());
-        // tungstenite writes each frame, header and payload, in one call.
-        let mut text_frame = vec![0x81, 0x7e, 0x00, 0xc4];
-        text_frame.extend([b'x'; 196]);
-        for _ in 0..16 {
-            socket.write_all(&text_frame).await.unwrap();
-        }
-        assert!(socket.inner.writes.is_empty(), "nothing before the flush");
-        socket.flush().await.unwrap();
-        assert_eq!(
-            socket.inner.writes,
-            [16 * 200],
-            "one write for sixteen frames"
-        );
-        assert_eq!(socket.buf.capacity(), 0, "a 3 KiB batch is not kept");
-
-        socket.inner.writes.clear();
-        for _ in 0..100 {
-            socket.write_all(&[0x81; 1024]).await.unwrap();
-        }
-        socket.flush().await.unwrap();
-        let total: usize = socket.inner.writes.iter().sum();
-        assert_eq!(total, 100 * 1024);
-        assert!(
-            socket.inner.writes.len() <= 100 * 1024 / GATHER + 1,
-            "{:?}",
-            socket.inner.writes
-        );
-        assert_eq!(socket.buf.capacity(), 0);
-
-        socket.inner.writes.clear();
-        socket.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
-        assert_eq!(socket.inner.writes, [4], "a close goes out without a flush");
-    }
-}
-
-/// The socket under a connection's WebSocket: gathers the frames written
-/// between two flushes and writes them with one call at the flush (at most
-/// [`GATHER`] bytes wait), so a burst costs one write syscall, not one per
-/// frame; control frames go out at once; and after a batch larger than
-/// [`KEEP`] the buffer is given back, so an idle connection holds none.
-#[derive(Debug)]
-pub struct Coalesce<S> {
-    inner: S,
-    buf: Vec<u8>,
-    written: usize,
-}
-
-impl<S> Coalesce<S> {
-    /// Wraps a socket.
-    pub fn new(inner: S) -> Self {
-        Coalesce {
-            inner,
-            buf: Vec::new(),
-            written: 0,
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> Coalesce<S> {
-    /// Writes out everything gathered.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buf.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.buf.clear();
-        self.written = 0;
-        if self.buf.capacity() > KEEP {
-            self.buf = Vec::new();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // What tungstenite wrote while reading goes out before the next read.
-        if this.written < this.buf.len() {
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.buf.len() >= GATHER {
-            ready!(this.poll_drain(cx))?;
-        }
-        this.buf.extend_from_slice(data);
-        // tungstenite hands over each frame in its own write. A control
-        // frame (close, ping, pong: opcode bit 3) goes out at once: it is
-        // urgent, and tungstenite may not flush after it (a close reply
-        // ends the connection on the spot).
-        if data.first().is_some_and(|b| b & 0x08 != 0) {
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-        }
-        Poll::Ready(Ok(data.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -1,9 +1,8 @@
 //! What one connection costs the relay (issue 7): small, bounded socket
-//! buffers, and large messages sent as fragments so that no buffer keeps
-//! their size (`relay/src/ws.rs`).
+//! buffers, and large messages written from their own bytes so that no
+//! buffer keeps their size (`relay/src/ws.rs`).
 
 use futures_util::future::join_all;
-use relay::ws::FRAGMENT;
 use shared::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,12 +24,9 @@ const BATCH: usize = 50;
 /// 150 KiB and more; with the relay's own about 12 KiB.
 const MAX_KIB_PER_CONNECTION: f64 = 64.0;
 
-/// A long history arrives as one whole welcome, sent as a first frame and
-/// continuation frames of at most [`FRAGMENT`] bytes each: tungstenite's
-/// client (as browsers do) puts them back together, and on the wire no
-/// frame is longer than a fragment.
+/// A long history arrives as one whole welcome, in one frame on the wire.
 #[tokio::test]
-async fn a_large_welcome_arrives_whole_in_fragments() {
+async fn a_large_welcome_arrives_whole_in_one_frame() {
     let mut config = config();
     config.message_burst = HISTORY as f64;
     let relay = TestRelay::start(config).await;
@@ -60,30 +56,17 @@ async fn a_large_welcome_arrives_whole_in_fragments() {
         .collect();
     assert_eq!(got, texts);
 
-    // Fragmented, on the wire.
+    // One frame, on the wire.
     let (frames, text) = raw_welcome(&relay, &bob.cookie).await;
     let ServerMsg::Welcome { conversations, .. } = ServerMsg::decode(&text).unwrap() else {
         panic!("expected a welcome");
     };
     assert_eq!(conversations[0].messages.len(), HISTORY);
-    assert!(
-        text.len() > 100 * FRAGMENT,
-        "welcome of {} bytes",
-        text.len()
-    );
-    let (first, rest) = frames.split_first().unwrap();
-    assert_eq!((first.opcode, first.fin), (0x1, false));
-    for (i, frame) in rest.iter().enumerate() {
-        assert_eq!(frame.opcode, 0x0, "frame {i} after the first");
-        assert_eq!(frame.fin, i + 1 == rest.len(), "fin on frame {i}");
-    }
-    let longest = frames.iter().map(|f| f.len).max().unwrap();
-    assert!(longest <= FRAGMENT, "a frame of {longest} bytes");
-    println!(
-        "figure: welcome of {} bytes in {} frames of at most {longest} bytes",
-        text.len(),
-        frames.len()
-    );
+    assert!(text.len() > 100 * 1024, "welcome of {} bytes", text.len());
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!((frames[0].opcode, frames[0].fin), (0x1, true));
+    assert_eq!(frames[0].len, text.len());
+    println!("figure: welcome of {} bytes in one frame", text.len());
     relay.stop().await;
 }
 
@@ -138,7 +121,7 @@ async fn raw_welcome(relay: &TestRelay, cookie: &str) -> (Vec<RawFrame>, String)
             .await
             .expect("no frame in time");
         if opcode >= 0x8 {
-            continue; // a ping between fragments is allowed (RFC 6455 §5.4)
+            continue; // a ping is not the welcome
         }
         frames.push(RawFrame {
             opcode,
