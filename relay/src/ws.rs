@@ -284,11 +284,18 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
                     slices[count] = io::IoSlice::new(chunk);
                     count += 1;
                 }
-                if count == self.chunks.len() {
+                if count == self.chunks.len() && self.tail_written < self.tail.len() {
                     slices[count] = io::IoSlice::new(&self.tail[self.tail_written..]);
                     count += 1;
                 }
-                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?
+                // One slice (small frames only, the common case) is a plain
+                // write: cheaper in the kernel than a vectored one.
+                let inner = Pin::new(&mut self.inner);
+                if count == 1 {
+                    ready!(inner.poll_write(cx, &slices[0]))?
+                } else {
+                    ready!(inner.poll_write_vectored(cx, &slices[..count]))?
+                }
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
