@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bench::{connect, login, next, process_usage, slope};
+use clap::Parser;
 use futures_util::SinkExt;
 use shared::protocol::{ClientMsg, ClientMsgId, ConversationId, ServerMsg, PROTOCOL_VERSION};
 use tokio::sync::watch;
@@ -20,45 +21,30 @@ use tokio_tungstenite::tungstenite::Message;
 const TABS_PER_USER: usize = 20;
 const PASSWORD: &str = "soak-password-1";
 
+/// Many signed-in clients for minutes against a release relay, with churn
+/// and messages; prints the relay's memory and open files throughout.
+#[derive(Parser)]
 struct Args {
+    /// The relay binary to start.
+    #[arg(long, default_value = "target/release/relay")]
     relay: String,
+    /// WebSockets held open (20 tabs per user).
+    #[arg(long, default_value_t = 2_000)]
     clients: usize,
+    /// Minutes of the measured round (after a one-minute warm-up round).
+    #[arg(long, default_value_t = 10)]
     minutes: u64,
     /// One message per user every this many ms (0: no messages).
+    #[arg(long, default_value_t = 2_000)]
     message_every_ms: u64,
     /// Reconnect a fifth of the clients every minute.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     churn: bool,
-}
-
-fn args() -> Result<Args> {
-    let mut args = Args {
-        relay: "target/release/relay".into(),
-        clients: 2_000,
-        minutes: 10,
-        message_every_ms: 2_000,
-        churn: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--relay" => args.relay = value,
-            "--clients" => args.clients = value.parse()?,
-            "--minutes" => args.minutes = value.parse()?,
-            "--message-every-ms" => args.message_every_ms = value.parse()?,
-            "--churn" => args.churn = value.parse()?,
-            other => bail!(
-                "unknown flag {other} (--relay PATH, --clients N, --minutes M, \
-                 --message-every-ms MS, --churn true|false)"
-            ),
-        }
-    }
-    Ok(args)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = Args::parse();
     let users = args.clients.div_ceil(TABS_PER_USER).max(2) & !1;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
