@@ -1322,8 +1322,9 @@ const METHOD: &str = r#"
 - **Servers.** Each run starts its server afresh, on a free port: the Chat relay
   (release build, accounts in SQLite), the **floor** (`bench/src/floor.rs`: a
   warp/tokio forwarder between paired sockets, no sign-in, no presence, no JSON,
-  with the relay's transport choices: its own upgrade, 4 KiB tungstenite buffers,
-  a bounded queue per socket, feed-then-flush writes, mimalloc) and a **socket.io**
+  its own upgrade, 4 KiB tungstenite buffers, a bounded queue per socket,
+  feed-then-flush writes through tungstenite, mimalloc; the relay instead writes
+  data frames itself, from shared bytes) and a **socket.io**
   relay (`bench/peers/socketio/server.js`: rooms of two, each message emitted to
   the other side; WebSocket transport only, no compression).
 - **Load generator** (`bench/src/bin/load.rs`, tokio-tungstenite + hdrhistogram),

@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const TABS_PER_USER: usize = 20;
 const PASSWORD: &str = "soak-password-1";
+/// Seconds RSS is followed for once everyone is offline.
+const AFTER_SECONDS: usize = 20;
 
 /// Many signed-in clients for minutes against a release relay, with churn
 /// and messages; prints the relay's memory and open files throughout.
@@ -319,6 +321,17 @@ async fn run_round(
         let _ = task.await;
     }
     tokio::time::sleep(Duration::from_secs(13)).await; // grace period, then offline
+                                                       // RSS each second for 20 s more, while the relay sits idle.
+    let mut settling = Vec::new();
+    for _ in 0..=AFTER_SECONDS {
+        settling.push(process_usage(pid).0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("  after all left, RSS KiB second by second from 13 s: {settling:?}");
+    println!(
+        "  after all left, largest mappings: {}",
+        largest_mappings(pid, 4)
+    );
     let after = process_usage(pid);
     Ok(Outcome {
         baseline,
@@ -328,4 +341,40 @@ async fn run_round(
         reconnects: reconnects.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),
     })
+}
+
+/// The `count` mappings of `pid` holding the most resident memory, from
+/// `/proc/PID/smaps`: where the RSS is (the allocator's arena, the heap of
+/// the C allocator, thread stacks).
+fn largest_mappings(pid: u32, count: usize) -> String {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "unreadable".into();
+    };
+    let mut mappings: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            // "start-end perms offset dev inode [path]"
+            let path = words.nth(4).unwrap_or("[anonymous]");
+            let size = first
+                .split_once('-')
+                .and_then(|(a, b)| {
+                    Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+                })
+                .unwrap_or(0);
+            name = format!("{path} ({} KiB mapped)", size / 1024);
+        } else if first == "Rss:" {
+            let kib = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            mappings.push((kib, name.clone()));
+        }
+    }
+    mappings.sort_unstable_by(|a, b| b.cmp(a));
+    mappings
+        .iter()
+        .take(count)
+        .map(|(kib, name)| format!("{kib} KiB in {name}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
