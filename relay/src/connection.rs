@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, User, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tracing::{debug, info, info_span, Instrument};
@@ -493,9 +493,9 @@ impl Link {
             }
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(msg)) => {
-                    let (opcode, payload) = match msg {
-                        Message::Text(text) => (ws::TEXT, Bytes::from(text)),
-                        Message::Binary(data) => (ws::BINARY, data),
+                    let (kind, payload) = match msg {
+                        Message::Text(text) => (Data::Text, Bytes::from(text)),
+                        Message::Binary(data) => (Data::Binary, data),
                         control => {
                             self.closing = control.is_close();
                             self.control = Some(control);
@@ -504,7 +504,7 @@ impl Link {
                     };
                     self.ws
                         .get_mut()
-                        .push_data(opcode, payload)
+                        .push_data(kind, payload)
                         .map_err(|ws::AfterClose| {
                             tungstenite::Error::Protocol(
                                 tungstenite::error::ProtocolError::SendAfterClosing,

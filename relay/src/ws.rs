@@ -11,8 +11,8 @@
 //! tungstenite writes only control frames: data frames go straight to
 //! [`Coalesce`], which gathers the frames of one batch, keeps long
 //! payloads as the message's shared bytes rather than copying them, writes
-//! the batch with one vectored call at the flush, then gives its buffers
-//! back.
+//! the batch with one call at the flush (vectored when it holds shared
+//! payloads), then gives its buffers back.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -25,6 +25,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::WebSocketStream;
@@ -173,30 +175,6 @@ impl Upgrade {
         response
     }
 }
-/// The header of an unmasked final frame (RFC 6455 §5.2) with `opcode`
-/// and a payload of `len` bytes, as a server writes it.
-fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
-    let mut head = [0u8; 10];
-    head[0] = 0x80 | opcode;
-    let used = if len < 126 {
-        head[1] = len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
-        head[1] = 126;
-        head[2..4].copy_from_slice(&short.to_be_bytes());
-        4
-    } else {
-        head[1] = 127;
-        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (head, used)
-}
-
-/// A data frame's opcode: text.
-pub const TEXT: u8 = 0x1;
-/// A data frame's opcode: binary.
-pub const BINARY: u8 = 0x2;
 
 /// A data frame was offered after a close frame had gone in (RFC 6455
 /// §5.5.1: nothing follows a close).
@@ -204,9 +182,9 @@ pub const BINARY: u8 = 0x2;
 pub struct AfterClose;
 
 /// The socket under a connection's WebSocket. It gathers what is written
-/// between two flushes and writes it with one vectored call at the flush
-/// (once [`GATHER`] bytes wait, without waiting for it), so a burst costs
-/// one write syscall, not one per frame.
+/// between two flushes and writes it with one call at the flush, or once
+/// [`GATHER`] bytes wait (vectored when it holds shared payloads), so a
+/// burst costs one write syscall, not one per frame.
 ///
 /// Data frames do not go through tungstenite: [`Coalesce::push_data`]
 /// adds a header, and a payload longer than [`SHARE`] is kept as the
@@ -250,16 +228,21 @@ impl<S> Coalesce<S> {
         self.pending
     }
 
-    /// Adds a final data frame with `opcode` ([`TEXT`], [`BINARY`]) and
+    /// Adds a final, unmasked data frame of `kind` (text or binary) with
     /// `payload`; it is written at the next flush, or sooner once
     /// [`GATHER`] bytes wait.
-    pub fn push_data(&mut self, opcode: u8, payload: Bytes) -> Result<(), AfterClose> {
+    pub fn push_data(&mut self, kind: Data, payload: Bytes) -> Result<(), AfterClose> {
         if self.closed {
             return Err(AfterClose);
         }
-        let (head, used) = frame_header(opcode, payload.len());
-        self.tail.extend_from_slice(&head[..used]);
-        self.pending += used + payload.len();
+        let header = FrameHeader {
+            opcode: OpCode::Data(kind),
+            ..FrameHeader::default()
+        };
+        let before = self.tail.len();
+        // Writing into a Vec cannot fail.
+        let _ = header.format(payload.len() as u64, &mut self.tail);
+        self.pending += self.tail.len() - before + payload.len();
         if payload.len() <= SHARE {
             self.tail.extend_from_slice(&payload);
         } else {
@@ -277,25 +260,23 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
     /// Writes out everything waiting.
     pub fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending > 0 {
-            let n = {
+            let inner = Pin::new(&mut self.inner);
+            let n = if self.chunks.is_empty() {
+                // Small frames only, the common case: a plain write, which
+                // costs the kernel less than a vectored one.
+                ready!(inner.poll_write(cx, &self.tail[self.tail_written..]))?
+            } else {
                 let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
                 let mut count = 0;
                 for chunk in self.chunks.iter().take(MAX_SLICES - 1) {
                     slices[count] = io::IoSlice::new(chunk);
                     count += 1;
                 }
-                if count == self.chunks.len() && self.tail_written < self.tail.len() {
+                if count == self.chunks.len() {
                     slices[count] = io::IoSlice::new(&self.tail[self.tail_written..]);
                     count += 1;
                 }
-                // One slice (small frames only, the common case) is a plain
-                // write: cheaper in the kernel than a vectored one.
-                let inner = Pin::new(&mut self.inner);
-                if count == 1 {
-                    ready!(inner.poll_write(cx, &slices[0]))?
-                } else {
-                    ready!(inner.poll_write_vectored(cx, &slices[..count]))?
-                }
+                ready!(inner.poll_write_vectored(cx, &slices[..count]))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -392,7 +373,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// Opcodes as they are on the wire.
+    const TEXT: u8 = 0x1;
+    const BINARY: u8 = 0x2;
 
     /// Records each write the socket is asked for, taking at most `limit`
     /// bytes a call.
@@ -475,7 +459,7 @@ mod tests {
         let mut socket = Coalesce::new(Recorder::new(usize::MAX));
         for i in 0..16 {
             let text = format!("{i:>200}");
-            socket.push_data(TEXT, Bytes::from(text)).unwrap();
+            socket.push_data(Data::Text, Bytes::from(text)).unwrap();
         }
         assert!(socket.inner.writes.is_empty(), "nothing before the flush");
         flush(&mut socket).await;
@@ -501,11 +485,11 @@ mod tests {
         let mut socket = Coalesce::new(Recorder::new(usize::MAX));
         let long = Bytes::from(vec![b'w'; 160 * 1024]);
         socket
-            .push_data(TEXT, Bytes::from_static(b"before"))
+            .push_data(Data::Text, Bytes::from_static(b"before"))
             .unwrap();
-        socket.push_data(TEXT, long.clone()).unwrap();
+        socket.push_data(Data::Text, long.clone()).unwrap();
         socket
-            .push_data(BINARY, Bytes::from_static(b"after"))
+            .push_data(Data::Binary, Bytes::from_static(b"after"))
             .unwrap();
         let shared = socket.chunks.iter().any(|c| c.as_ptr() == long.as_ptr());
         assert!(shared, "the payload is the message's own bytes");
@@ -546,7 +530,9 @@ mod tests {
                 .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
                 .collect();
             for p in &payloads {
-                socket.push_data(BINARY, Bytes::from(p.clone())).unwrap();
+                socket
+                    .push_data(Data::Binary, Bytes::from(p.clone()))
+                    .unwrap();
             }
             flush(&mut socket).await;
             let got: Vec<Vec<u8>> = parse(&socket.inner.bytes)
@@ -562,14 +548,18 @@ mod tests {
     #[tokio::test]
     async fn a_close_goes_out_at_once_and_ends_the_data() {
         let mut socket = Coalesce::new(Recorder::new(usize::MAX));
-        socket.push_data(TEXT, Bytes::from_static(b"last")).unwrap();
+        socket
+            .push_data(Data::Text, Bytes::from_static(b"last"))
+            .unwrap();
         socket.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
         assert_eq!(
             socket.inner.writes,
             [6 + 4],
             "the close and what waited, without a flush"
         );
-        assert!(socket.push_data(TEXT, Bytes::from_static(b"late")).is_err());
+        assert!(socket
+            .push_data(Data::Text, Bytes::from_static(b"late"))
+            .is_err());
         let frames = parse(&socket.inner.bytes);
         assert_eq!(frames[1], (0x8, true, vec![0x03, 0xe8]));
     }
@@ -578,23 +568,9 @@ mod tests {
     /// pongs back up.
     #[tokio::test]
     async fn unread_pongs_are_bounded() {
-        struct Stuck;
-        impl AsyncWrite for Stuck {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                _: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Poll::Pending
-            }
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Pending
-            }
-            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Pending
-            }
-        }
-        let mut socket = Coalesce::new(Stuck);
+        // A peer that takes one byte and then nothing more.
+        let (stuck, _peer) = tokio::io::duplex(1);
+        let mut socket = Coalesce::new(stuck);
         let pong = [0x8A, 0x7D]
             .into_iter()
             .chain([0u8; 125])

@@ -30,24 +30,14 @@ struct Args {
     /// The relay binary to start.
     #[arg(long, default_value = "target/release/relay")]
     relay: String,
-    /// WebSockets held open (20 tabs per user).
-    #[arg(long, default_value_t = 2_000)]
-    clients: usize,
-    /// Minutes of the measured round (after a one-minute warm-up round).
-    #[arg(long, default_value_t = 10)]
-    minutes: u64,
-    /// One message per user every this many ms (0: no messages).
-    #[arg(long, default_value_t = 2_000)]
-    message_every_ms: u64,
-    /// Reconnect a fifth of the clients every minute.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    churn: bool,
+    #[command(flatten)]
+    round: Round,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let users = args.clients.div_ceil(TABS_PER_USER).max(2) & !1;
+    let users = args.round.clients.div_ceil(TABS_PER_USER).max(2) & !1;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -90,18 +80,18 @@ async fn main() -> Result<()> {
     // this warm baseline; the cold one shows the cost of having served.
     let warm_up = Round {
         minutes: 1,
-        ..Round::of(&args)
+        ..args.round
     };
     println!(
         "warm-up: {} clients for 1 minute, then all leave",
-        args.clients
+        args.round.clients
     );
     let warm = run_round(addr, pid, &cookies, users, &warm_up).await?;
     println!(
         "warm baseline, everyone gone: {} KiB, {} fds",
         warm.after.0, warm.after.1
     );
-    let measured = run_round(addr, pid, &cookies, users, &Round::of(&args)).await?;
+    let measured = run_round(addr, pid, &cookies, users, &args.round).await?;
     let Outcome {
         baseline,
         end,
@@ -121,7 +111,7 @@ async fn main() -> Result<()> {
     println!("---");
     println!(
         "clients {}, minutes {}, reconnects {}, frames received {}",
-        args.clients, args.minutes, reconnects, received
+        args.round.clients, args.round.minutes, reconnects, received
     );
     println!(
         "RSS KiB: idle {}, signed in {}, warm (after the warm-up round left) {}, steady {}, \
@@ -153,23 +143,20 @@ async fn main() -> Result<()> {
 }
 
 /// What one round runs: its clients, for how long, how they behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 struct Round {
+    /// WebSockets held open (20 tabs per user).
+    #[arg(long, default_value_t = 2_000)]
     clients: usize,
+    /// Minutes of the measured round (after a one-minute warm-up round).
+    #[arg(long, default_value_t = 10)]
     minutes: u64,
+    /// One message per user every this many ms (0: no messages).
+    #[arg(long, default_value_t = 2_000)]
     message_every_ms: u64,
+    /// Reconnect a fifth of the clients every minute.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     churn: bool,
-}
-
-impl Round {
-    fn of(args: &Args) -> Round {
-        Round {
-            clients: args.clients,
-            minutes: args.minutes,
-            message_every_ms: args.message_every_ms,
-            churn: args.churn,
-        }
-    }
 }
 
 /// The relay's usage (RSS KiB, open files) through one round.
@@ -321,18 +308,20 @@ async fn run_round(
         let _ = task.await;
     }
     tokio::time::sleep(Duration::from_secs(13)).await; // grace period, then offline
-                                                       // RSS each second for 20 s more, while the relay sits idle.
-    let mut settling = Vec::new();
-    for _ in 0..=AFTER_SECONDS {
-        settling.push(process_usage(pid).0);
+                                                       // RSS each second for 20 s more, while the relay sits idle; the last
+                                                       // reading is the round's "after all left".
+    let mut settling = vec![process_usage(pid)];
+    for _ in 0..AFTER_SECONDS {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        settling.push(process_usage(pid));
     }
-    println!("  after all left, RSS KiB second by second from 13 s: {settling:?}");
+    let rss: Vec<u64> = settling.iter().map(|(rss, _)| *rss).collect();
+    println!("  after all left, RSS KiB second by second from 13 s: {rss:?}");
     println!(
         "  after all left, largest mappings: {}",
         largest_mappings(pid, 4)
     );
-    let after = process_usage(pid);
+    let after = settling[AFTER_SECONDS];
     Ok(Outcome {
         baseline,
         end,
