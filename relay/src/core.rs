@@ -736,6 +736,20 @@ impl Core {
             self.flush_presence();
             self.last_presence = Some(now);
         }
+        self.release_emptied_tables();
+    }
+
+    /// Gives back the memory of every table that has emptied. A map keeps
+    /// the capacity of its largest size, allocated while the crowd was
+    /// arriving; once everyone has left, that block alone would keep its
+    /// pages of the allocator from going back to the system (the soak in
+    /// docs/RELIABILITY.md). A table that empties while in use is
+    /// reallocated as it fills again: a few small allocations.
+    fn release_emptied_tables(&mut self) {
+        release_if_empty(&mut self.conns);
+        release_if_empty(&mut self.users);
+        release_if_empty(&mut self.conversations);
+        release_if_empty(&mut self.by_participants);
     }
 
     fn flush_presence(&mut self) {
@@ -1138,6 +1152,15 @@ mod shared_roster {
         deserializer: D,
     ) -> Result<Arc<Roster>, D::Error> {
         Roster::deserialize(deserializer).map(Arc::new)
+    }
+}
+
+/// Frees an empty map's table (see `Core::release_emptied_tables`).
+pub(crate) fn release_if_empty<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
+    if map.is_empty() && map.capacity() > 0 {
+        map.shrink_to_fit();
     }
 }
 

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
 use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
-use crate::core::{ConnId, Core, Limits, Millis, Outbound, Roster, SessionId};
+use crate::core::{release_if_empty, ConnId, Core, Limits, Millis, Outbound, Roster, SessionId};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -240,6 +240,8 @@ async fn run(
                 state.drop_slow(conn, replica.as_mut()).await;
             }
         }
+        // As the core does with its own tables (`Core::tick`).
+        release_if_empty(&mut state.conns);
         let metrics = &state.metrics;
         metrics
             .online_users

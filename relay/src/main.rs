@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 /// Connections come and go with buffers of very different sizes; mimalloc
 /// hands freed memory back instead of letting the heap fragment and grow
 /// (see the soak figures in docs/RELIABILITY.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

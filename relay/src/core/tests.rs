@@ -327,6 +327,45 @@ fn u3_a_reload_within_the_grace_period_changes_nothing() {
     assert_eq!(w.core.online_count(), 2);
 }
 
+/// Operators watch the relay's memory come back once a crowd has gone
+/// (the soak in docs/RELIABILITY.md): no table stays sized for it.
+#[test]
+fn u3_c7_once_everyone_is_offline_the_tables_sized_for_the_crowd_are_freed() {
+    let mut w = World::new();
+    for u in 0..200 {
+        w.connect(1_000 + u, user(100 + u, &format!("user{u}")));
+    }
+    for u in (0..200).step_by(2) {
+        w.open(1_000 + u, &[101 + u]);
+    }
+    assert_eq!(w.core.conversation_count(), 100);
+    for u in 0..200 {
+        w.disconnect(1_000 + u);
+    }
+    w.advance(5_000);
+    assert_eq!(
+        w.core.users.len(),
+        200,
+        "users in their grace period are still tracked"
+    );
+    assert_eq!(w.core.conns.capacity(), 0, "the connections are all gone");
+    w.advance(5_000);
+    assert_eq!((w.core.online_count(), w.core.conversation_count()), (0, 0));
+    let core = &w.core;
+    assert_eq!(
+        [
+            core.conns.capacity(),
+            core.users.capacity(),
+            core.conversations.capacity(),
+            core.by_participants.capacity(),
+        ],
+        [0; 4],
+        "conns, users, conversations, by participants"
+    );
+    w.connect(1, alice());
+    assert_eq!(w.core.online_count(), 1, "and the relay fills them again");
+}
+
 #[test]
 fn u3_after_the_grace_period_the_user_is_offline_for_everyone() {
     let mut w = World::new();
