@@ -68,23 +68,25 @@ fn apply_allocator_options() {
     }
 }
 
-/// While no connection is open, each runtime thread hands the allocator's
-/// free memory back to the system when it parks: at most once a second,
-/// and at most [`IDLE_COLLECTS`] times after everyone has left, which covers
-/// the offline grace and the clean-up after it. mimalloc keeps pages that
-/// other threads freed blocks into until their own thread collects them,
-/// and an idle thread never does: after 2,000 connections had left, RSS
-/// stayed at two to three times what it was before the first (see the
-/// soak in docs/RELIABILITY.md).
+/// While no connection is open, every thread that allocates hands the
+/// allocator's free memory back to the system: at most once a second, and
+/// at most [`IDLE_COLLECTS`] times after everyone has left, which covers
+/// the offline grace and the clean-up after it. mimalloc keeps the blocks
+/// other threads freed into a thread's pages until that thread collects
+/// them, and an idle thread never does: after 2,000 connections had left,
+/// RSS stayed at two to three times what it was before the first (see the
+/// soak in docs/RELIABILITY.md). The store's thread collects from its idle
+/// tick ([`relay::metrics::ON_THREAD_IDLE`]); the runtime's workers are
+/// asleep by then, so a thread of the relay's own wakes them to collect
+/// ([`start_collecting`]).
 fn serve() -> ExitCode {
     let _ = relay::metrics::ON_THREAD_IDLE.set(collect_when_idle);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(collect_when_idle)
         .build();
     match runtime {
         Ok(runtime) => {
-            start_nudging(runtime.handle().clone());
+            start_collecting(runtime.handle().clone());
             runtime.block_on(relay_main())
         }
         Err(e) => {
@@ -98,6 +100,8 @@ fn serve() -> ExitCode {
 const IDLE_COLLECTS: u32 = 30;
 /// The least time between two collections on one thread.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
+/// How long a worker's collecting task waits for the others to start.
+const WORKERS_WAIT: Duration = Duration::from_millis(50);
 
 thread_local! {
     /// This thread's collections: for which time everyone left, how many,
@@ -105,11 +109,17 @@ thread_local! {
     static COLLECTED: Cell<(u64, u32, Option<Instant>)> = const { Cell::new((0, 0, None)) };
 }
 
-/// The runtime's park hook, and the idle hook of the relay's own threads
-/// ([`relay::metrics::ON_THREAD_IDLE`]): see [`serve`].
+/// The idle hook of the store's thread ([`relay::metrics::ON_THREAD_IDLE`]):
+/// see [`serve`].
 fn collect_when_idle() {
+    let _ = collect_if_due();
+}
+
+/// Collects this thread's free memory if no connection is open and this
+/// thread's collection is due (see [`serve`]); says whether it did.
+fn collect_if_due() -> bool {
     let Some(emptied) = relay::metrics::PROCESS_CONNECTIONS.idle() else {
-        return;
+        return false;
     };
     COLLECTED.with(|collected| {
         let (seen, mut count, last) = collected.get();
@@ -119,59 +129,42 @@ fn collect_when_idle() {
         let now = Instant::now();
         if count >= IDLE_COLLECTS || last.is_some_and(|t| now.duration_since(t) < COLLECT_EVERY) {
             collected.set((emptied, count, last));
-            return;
+            return false;
         }
         collect_free_memory();
         collected.set((emptied, count + 1, Some(now)));
-    });
+        true
+    })
 }
 
-/// How long a nudge task waits for the others to start on other workers.
-const NUDGE_WAIT: Duration = Duration::from_millis(50);
-
-/// A worker parks once when the relay goes quiet and then sleeps until work
-/// comes, so its park hook runs before the hub has freed what the last
-/// connections left (the history, at the end of the offline grace), and
-/// never again: memory other threads freed into its pages stays with it
-/// (7.4 MiB counted in use on 237 pages holding 164 KiB of live blocks,
-/// after a 10-minute soak; docs/RELIABILITY.md). So a small thread of the
-/// relay's own, once a second while no connection is open and at most
-/// [`IDLE_COLLECTS`] times after everyone has left, gives every worker one
-/// short task: each holds its worker until all have started, or for
-/// [`NUDGE_WAIT`], so the tasks land on different workers, and each worker
-/// parks again after it and collects. The thread collects its own memory
-/// too (it allocates the tasks).
-fn start_nudging(runtime: tokio::runtime::Handle) {
+/// A worker goes to sleep when the relay goes quiet, before the hub has
+/// freed what the last connections left (the history, at the end of the
+/// offline grace), and sleeps until work comes: memory other threads freed
+/// into its pages would stay with it (7.4 MiB counted in use on 237 pages
+/// holding 164 KiB of live blocks, after a 10-minute soak;
+/// docs/RELIABILITY.md). So the `collect` thread, each time its own
+/// collection is due, gives every worker a task that collects there. Each
+/// task holds its worker until all have started, or for [`WORKERS_WAIT`],
+/// so that the tasks land on different workers.
+fn start_collecting(runtime: tokio::runtime::Handle) {
     let workers = runtime.metrics().num_workers();
-    let nudger = std::thread::Builder::new()
+    let collector = std::thread::Builder::new()
         .name("collect".into())
-        .spawn(move || {
-            let mut done: Option<(u64, u32)> = None;
-            loop {
-                std::thread::sleep(COLLECT_EVERY);
-                let Some(emptied) = relay::metrics::PROCESS_CONNECTIONS.idle() else {
-                    continue;
-                };
-                let count = match done {
-                    Some((seen, count)) if seen == emptied => count,
-                    _ => 0,
-                };
-                if count >= IDLE_COLLECTS {
-                    continue;
-                }
-                nudge(&runtime, workers);
-                collect_free_memory();
-                done = Some((emptied, count + 1));
+        .spawn(move || loop {
+            std::thread::sleep(COLLECT_EVERY);
+            if collect_if_due() {
+                collect_on_every_worker(&runtime, workers);
             }
         });
-    if let Err(e) = nudger {
+    if let Err(e) = collector {
         eprintln!("relay: idle workers will keep some freed memory: {e}");
     }
 }
 
 /// One task per worker, each waiting (blocking its worker, briefly, while
-/// no connection is open) until all have started: see [`start_nudging`].
-fn nudge(runtime: &tokio::runtime::Handle, workers: usize) {
+/// no connection is open) until all have started, then collecting: see
+/// [`start_collecting`].
+fn collect_on_every_worker(runtime: &tokio::runtime::Handle, workers: usize) {
     let started = std::sync::Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
     for _ in 0..workers {
         let started = started.clone();
@@ -180,7 +173,7 @@ fn nudge(runtime: &tokio::runtime::Handle, workers: usize) {
             let mut count = count.lock().unwrap_or_else(|e| e.into_inner());
             *count += 1;
             all.notify_all();
-            let deadline = Instant::now() + NUDGE_WAIT;
+            let deadline = Instant::now() + WORKERS_WAIT;
             while *count < workers {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                     break;
@@ -190,6 +183,8 @@ fn nudge(runtime: &tokio::runtime::Handle, workers: usize) {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            drop(count);
+            collect_free_memory();
         }));
     }
 }

@@ -43,7 +43,7 @@ impl ProcessConnections {
 }
 
 /// What a thread the relay starts itself (the store's) runs each second
-/// it has nothing to do, as tokio's threads run their park hook. The
+/// it has nothing to do. The
 /// binary sets it to give the allocator's free memory back while no
 /// connection is open (`relay/src/main.rs`): blocks the store's thread
 /// allocated and other threads freed wait in its pages until it collects.
