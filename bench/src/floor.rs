@@ -4,6 +4,11 @@
 //! the hardware and the libraries allow, so the benchmark measures the relay
 //! against it.
 //!
+//! With `confirm` it also sends every frame back to its sender, after
+//! handing it to the peer: three frames per message, as the relay sends
+//! (the recipient's copy, and the sender's own as its confirmation, SPEC
+//! C5/C6). It bounds what a relay that confirms each message can reach.
+//!
 //! It is built the way the relay's transport is: the upgrade is done here
 //! (hyper's `OnUpgrade`, then `WebSocketStream::from_raw_socket` with small
 //! tungstenite buffers, [`ws_config`]), each socket has a bounded outbound
@@ -114,8 +119,9 @@ struct PairQuery {
     side: String,
 }
 
-/// Serves the floor on `listener` until the process ends.
-pub async fn run(listener: TcpListener) {
+/// Serves the floor on `listener` until the process ends; with `confirm`,
+/// each frame also goes back to its sender.
+pub async fn run(listener: TcpListener, confirm: bool) {
     // As the relay: no Nagle delay (accepted sockets inherit it on Linux).
     let _ = socket2::SockRef::from(&listener).set_tcp_nodelay(true);
     let pairs = Arc::new(Pairs::default());
@@ -126,7 +132,7 @@ pub async fn run(listener: TcpListener) {
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::ext::optional::<OnUpgrade>())
         .and(pairs)
-        .map(upgrade);
+        .map(move |query, key, on_upgrade, pairs| upgrade(query, key, on_upgrade, pairs, confirm));
     let healthz = warp::path!("healthz").map(|| StatusCode::OK);
     warp::serve(healthz.or(ws)).incoming(listener).run().await;
 }
@@ -143,6 +149,7 @@ fn upgrade(
     key: Option<String>,
     on_upgrade: Option<OnUpgrade>,
     pairs: Arc<Pairs>,
+    confirm: bool,
 ) -> Response {
     let side = match query.side.as_str() {
         "a" => false,
@@ -154,6 +161,7 @@ fn upgrade(
     };
     let slot = (query.pair, side);
     let (out, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let own = confirm.then(|| out.clone());
     let generation = pairs.register(slot, out);
     let task = tokio::spawn({
         let pairs = pairs.clone();
@@ -165,7 +173,7 @@ fn upgrade(
                     Some(ws_config()),
                 )
                 .await;
-                forward(socket, queue, &pairs, slot).await;
+                forward(socket, queue, own, &pairs, slot).await;
             }
             pairs.unregister(slot, generation);
         }
@@ -188,9 +196,15 @@ fn upgrade(
     response
 }
 
-/// Reads this side's frames into the peer's queue while a writer drains
-/// this side's own queue.
-async fn forward(socket: Socket, queue: mpsc::Receiver<Message>, pairs: &Pairs, slot: (u64, bool)) {
+/// Reads this side's frames into the peer's queue (and, with `own`, back
+/// into this side's) while a writer drains this side's own queue.
+async fn forward(
+    socket: Socket,
+    queue: mpsc::Receiver<Message>,
+    own: Option<mpsc::Sender<Message>>,
+    pairs: &Pairs,
+    slot: (u64, bool),
+) {
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, queue));
     let mut peer: Option<Side> = None;
@@ -206,12 +220,18 @@ async fn forward(socket: Socket, queue: mpsc::Receiver<Message>, pairs: &Pairs, 
                     peer = pairs.peer(slot);
                 }
                 let Some(to) = &peer else { continue };
+                let echo = own.as_ref().map(|own| (own, msg.clone()));
                 if let Err(mpsc::error::TrySendError::Full(_)) = to.out.try_send(msg) {
                     // A peer that does not read is dropped, as the relay does.
                     if let Some(task) = &to.task {
                         task.abort();
                     }
                     peer = None;
+                }
+                if let Some((own, msg)) = echo {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = own.try_send(msg) {
+                        break; // this side does not read: drop it
+                    }
                 }
             }
             _ = &mut writer => break,
@@ -244,7 +264,7 @@ mod tests {
     async fn a_frame_from_one_side_reaches_only_the_other() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(run(listener));
+        tokio::spawn(run(listener, false));
         let mut a = Client::connect(Target::Floor, addr, 0, None).await.unwrap();
         let mut b = Client::connect(Target::Floor, addr, 1, None).await.unwrap();
         let mut other = Client::connect(Target::Floor, addr, 3, None).await.unwrap();
@@ -262,5 +282,27 @@ mod tests {
         assert!(nothing.is_err(), "{nothing:?}");
         // Not an upgrade, or no side: refused.
         assert!(open(addr, 0, "/ws?pair=1&side=c", &[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn confirming_a_frame_goes_to_the_other_side_and_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(run(listener, true));
+        let mut a = Client::connect(Target::Floor, addr, 0, None).await.unwrap();
+        let mut b = Client::connect(Target::Floor, addr, 1, None).await.unwrap();
+        a.ws.send(Message::text("from a")).await.unwrap();
+        let got = b.ws.next().await.unwrap().unwrap();
+        assert_eq!(got.to_text().unwrap(), "from a");
+        let back = tokio::time::timeout(std::time::Duration::from_secs(5), a.ws.next())
+            .await
+            .expect("the sender got its frame back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.to_text().unwrap(), "from a");
+        // b received one copy only: its next frame is a's next message.
+        a.ws.send(Message::text("again")).await.unwrap();
+        let got = b.ws.next().await.unwrap().unwrap();
+        assert_eq!(got.to_text().unwrap(), "again");
     }
 }

@@ -141,17 +141,38 @@ impl Plan {
 enum Kind {
     Chat,
     Floor,
+    /// The floor sending each frame back to its sender too (`floor
+    /// --confirm`): as many frames per message as the relay, which
+    /// confirms every message to its sender (SPEC C5, C6). Run in the
+    /// throughput rounds only, where it bounds what confirming costs.
+    FloorConfirming,
     Socketio,
 }
 
 const KINDS: [Kind; 3] = [Kind::Chat, Kind::Floor, Kind::Socketio];
+/// The servers of the throughput rounds.
+const THROUGHPUT_KINDS: [Kind; 4] = [
+    Kind::Chat,
+    Kind::Floor,
+    Kind::FloorConfirming,
+    Kind::Socketio,
+];
 
 impl Kind {
+    /// The load generator's `--target`.
     fn target(self) -> &'static str {
         match self {
             Kind::Chat => "chat",
-            Kind::Floor => "floor",
+            Kind::Floor | Kind::FloorConfirming => "floor",
             Kind::Socketio => "socketio",
+        }
+    }
+
+    /// Its name in `runs.json` and in log file names.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::FloorConfirming => "floor-confirming",
+            other => other.target(),
         }
     }
 
@@ -159,6 +180,7 @@ impl Kind {
         match self {
             Kind::Chat => "Chat relay",
             Kind::Floor => "floor",
+            Kind::FloorConfirming => "confirming floor",
             Kind::Socketio => "socket.io",
         }
     }
@@ -367,6 +389,7 @@ fn report_again() -> Result<()> {
         let kind = match run["server"].as_str() {
             Some("chat") => Kind::Chat,
             Some("floor") => Kind::Floor,
+            Some("floor-confirming") => Kind::FloorConfirming,
             Some("socketio") => Kind::Socketio,
             other => bail!("unknown server {other:?}"),
         };
@@ -435,7 +458,7 @@ struct Results {
 impl Results {
     /// The smoke check of `--quick`: messages flowed through every server.
     fn check_flow(&self) -> Result<()> {
-        for kind in KINDS {
+        for kind in THROUGHPUT_KINDS {
             let delivered: f64 = self
                 .throughput
                 .iter()
@@ -538,7 +561,7 @@ impl Bench {
                 "round {rep} of {}: throughput, {} dialogs",
                 plan.reps, plan.dialogs
             ));
-            for kind in KINDS {
+            for kind in THROUGHPUT_KINDS {
                 let v = self.dialogs(
                     kind,
                     plan.dialogs,
@@ -716,7 +739,7 @@ impl Bench {
     }
 
     fn start(&self, kind: Kind) -> Result<Server> {
-        let log = std::fs::File::create(self.out.join(format!("{}.log", kind.target())))?;
+        let log = std::fs::File::create(self.out.join(format!("{}.log", kind.name())))?;
         let (child, addr) = match kind {
             Kind::Chat => {
                 let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -745,15 +768,18 @@ impl Bench {
                 }
                 (child, addr)
             }
-            Kind::Floor | Kind::Socketio => {
-                let mut command = if kind == Kind::Floor {
-                    let mut c = Command::new(self.bin.join("floor"));
-                    c.args(["--listen", "127.0.0.1:0"]);
-                    c
-                } else {
+            Kind::Floor | Kind::FloorConfirming | Kind::Socketio => {
+                let mut command = if kind == Kind::Socketio {
                     let mut c = Command::new("node");
                     c.current_dir(setup::socketio_dir())
                         .args(["server.js", "0"]);
+                    c
+                } else {
+                    let mut c = Command::new(self.bin.join("floor"));
+                    c.args(["--listen", "127.0.0.1:0"]);
+                    if kind == Kind::FloorConfirming {
+                        c.arg("--confirm");
+                    }
                     c
                 };
                 let mut child = command
@@ -783,7 +809,7 @@ fn listening_on(child: &mut Child) -> Result<SocketAddr> {
 }
 
 fn tag(scenario: &str, kind: Kind, v: &Value) -> Value {
-    serde_json::json!({ "scenario": scenario, "server": kind.target(), "figures": v })
+    serde_json::json!({ "scenario": scenario, "server": kind.name(), "figures": v })
 }
 
 // ---------------------------------------------------------------------------
@@ -1283,6 +1309,20 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(cpu(Kind::Chat) / cpu(Kind::Floor), "×")
         )?;
     }
+    let tput = |k| med(&r.throughput, k, "/delivered_per_s");
+    let confirming = tput(Kind::FloorConfirming);
+    if confirming.is_finite() {
+        writeln!(
+            notes,
+            "- throughput and confirmations: the confirming floor (each message also sent back \
+             to its sender, 3 frames per message as the relay sends) delivered {}, {} the \
+             floor: what a bare forwarder that confirms every message reaches on this machine, \
+             with client and server sharing it. The Chat relay delivered {} of that.",
+            fmt(confirming, "/s"),
+            fmt(confirming / tput(Kind::Floor), "×"),
+            fmt(tput(Kind::Chat) / confirming, "×")
+        )?;
+    }
     for v in &r.presence {
         writeln!(
             notes,
@@ -1342,7 +1382,10 @@ const METHOD: &str = r#"
   in flight (the next goes when the other side has received it; every message is
   its own write, as from a person's client); delivered = messages received by the
   other side during the measured window. Chat's relay also sends each message back to its sender (the
-  confirmation of SPEC C6); the client reads those and does not count them.
+  confirmation of SPEC C6); the client reads those and does not count them. So
+  does the **confirming floor** (`floor --confirm`), run in these rounds only:
+  the floor sending every frame back to its sender as well, three frames per
+  message as the relay sends, which bounds what confirming costs.
 - **Latency.** The same dialogs at a fixed offered rate (a share of the relay's
   median maximum, the same for every server). Every message carries its
   *intended* send time and latency is measured from it, so a server that stalls
