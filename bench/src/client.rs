@@ -130,9 +130,11 @@ pub async fn open(
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
     socket.set_nodelay(true)?;
-    let tcp = socket
-        .connect(server)
+    // A server that never answers fails the run in time, rather than hanging it.
+    let tcp = tokio::time::timeout(STEP_TIMEOUT, socket.connect(server))
         .await
+        .map_err(anyhow::Error::from)
+        .and_then(|tcp| Ok(tcp?))
         .with_context(|| format!("connecting from {source} to {server}"))?;
     let client_config = ws_config()
         .max_message_size(Some(CLIENT_MAX_MESSAGE))
@@ -142,8 +144,11 @@ pub async fn open(
     for (name, value) in headers {
         request.headers_mut().insert(*name, value.parse()?);
     }
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config))
+    let upgrade = tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config));
+    let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, upgrade)
         .await
+        .map_err(anyhow::Error::from)
+        .and_then(|ws| Ok(ws?))
         .with_context(|| format!("upgrading {path}"))?;
     Ok(ws)
 }
