@@ -28,7 +28,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
 use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
-use crate::core::{release_if_empty, ConnId, Core, Limits, Millis, Outbound, Roster, SessionId};
+use crate::core::{
+    release_if_empty, ConnId, Core, IdMap, Limits, Millis, Outbound, Roster, SessionId,
+};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -113,7 +115,7 @@ impl Hub {
         let state = State {
             core: Core::new(limits.clone()),
             limits,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             metrics,
             closing: false,
             roster: None,
@@ -140,7 +142,7 @@ struct State {
     core: Core,
     limits: Limits,
     /// This relay's greeted connections.
-    conns: HashMap<ConnId, ConnHandle>,
+    conns: IdMap<ConnId, ConnHandle>,
     metrics: Arc<Metrics>,
     /// Shutdown has begun: new connections are sent away.
     closing: bool,
