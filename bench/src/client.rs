@@ -130,11 +130,8 @@ pub async fn open(
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
     socket.set_nodelay(true)?;
-    // A server that never answers fails the run in time, rather than hanging it.
-    let tcp = tokio::time::timeout(STEP_TIMEOUT, socket.connect(server))
+    let tcp = in_time(socket.connect(server))
         .await
-        .map_err(anyhow::Error::from)
-        .and_then(|tcp| Ok(tcp?))
         .with_context(|| format!("connecting from {source} to {server}"))?;
     let client_config = ws_config()
         .max_message_size(Some(CLIENT_MAX_MESSAGE))
@@ -145,12 +142,19 @@ pub async fn open(
         request.headers_mut().insert(*name, value.parse()?);
     }
     let upgrade = tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config));
-    let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, upgrade)
+    let (ws, _) = in_time(upgrade)
         .await
-        .map_err(anyhow::Error::from)
-        .and_then(|ws| Ok(ws?))
         .with_context(|| format!("upgrading {path}"))?;
     Ok(ws)
+}
+
+/// One step of a connection's set-up, given [`STEP_TIMEOUT`]: a server
+/// that never answers fails the run in time, rather than hanging it.
+async fn in_time<T, E>(step: impl std::future::Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Ok(tokio::time::timeout(STEP_TIMEOUT, step).await??)
 }
 
 /// The next text frame (answering Engine.IO pings on the way).

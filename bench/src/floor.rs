@@ -258,15 +258,23 @@ async fn write_loop(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Recei
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
     use crate::client::{open, Client, Target};
+
+    /// A floor on a free port, and the two sides of its pair 0.
+    async fn floor_and_pair(confirm: bool) -> (SocketAddr, Client, Client) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(run(listener, confirm));
+        let a = Client::connect(Target::Floor, addr, 0, None).await.unwrap();
+        let b = Client::connect(Target::Floor, addr, 1, None).await.unwrap();
+        (addr, a, b)
+    }
 
     #[tokio::test]
     async fn a_frame_from_one_side_reaches_only_the_other() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(run(listener, false));
-        let mut a = Client::connect(Target::Floor, addr, 0, None).await.unwrap();
-        let mut b = Client::connect(Target::Floor, addr, 1, None).await.unwrap();
+        let (addr, mut a, mut b) = floor_and_pair(false).await;
         let mut other = Client::connect(Target::Floor, addr, 3, None).await.unwrap();
         a.ws.send(Message::text("hello b")).await.unwrap();
         b.ws.send(Message::text("hello a")).await.unwrap();
@@ -286,11 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn confirming_a_frame_goes_to_the_other_side_and_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(run(listener, true));
-        let mut a = Client::connect(Target::Floor, addr, 0, None).await.unwrap();
-        let mut b = Client::connect(Target::Floor, addr, 1, None).await.unwrap();
+        let (_, mut a, mut b) = floor_and_pair(true).await;
         a.ws.send(Message::text("from a")).await.unwrap();
         let got = b.ws.next().await.unwrap().unwrap();
         assert_eq!(got.to_text().unwrap(), "from a");
