@@ -706,10 +706,17 @@ impl Core {
         );
     }
 
-    /// Advances time: ends grace periods (SPEC U3, C7, C10) and sends the
-    /// batched presence diffs (SPEC U4). The hub calls this at least every
-    /// `presence_batch`.
+    /// Advances time: [`Core::expire`], then [`Core::send_presence`]. A
+    /// single relay's hub calls the two itself: it expires every
+    /// `presence_batch` and sends presence on its own schedule.
     pub fn tick(&mut self, now: Millis) {
+        self.expire(now);
+        self.send_presence(now);
+    }
+
+    /// Ends the grace periods and typing indicators that are over by `now`
+    /// (SPEC U3, C7, C10, B1).
+    pub fn expire(&mut self, now: Millis) {
         let mut expired: Vec<UserId> = self
             .users
             .values()
@@ -734,17 +741,29 @@ impl Core {
         for (conversation, user) in stale {
             self.stop_typing(conversation, user);
         }
-        let due = self
-            .last_presence
-            .is_none_or(|last| now >= last + millis(self.limits.presence_batch));
-        let pending = !(self.presence_joined.is_empty()
-            && self.presence_left.is_empty()
-            && self.presence_activity.is_empty());
-        if due && pending {
+        self.release_emptied_tables();
+    }
+
+    /// Sends the batched presence diffs (SPEC U4) if they are due by `now`.
+    pub fn send_presence(&mut self, now: Millis) {
+        if self.presence_due().is_some_and(|due| now >= due) {
             self.flush_presence();
             self.last_presence = Some(now);
         }
-        self.release_emptied_tables();
+    }
+
+    /// When the pending presence changes may go out (SPEC U4): one batch
+    /// interval after the last presence frame, so a change after a quiet
+    /// spell goes at once and a burst waits at most one interval; `None`
+    /// with nothing pending.
+    pub fn presence_due(&self) -> Option<Millis> {
+        let pending = !(self.presence_joined.is_empty()
+            && self.presence_left.is_empty()
+            && self.presence_activity.is_empty());
+        pending.then(|| {
+            self.last_presence
+                .map_or(0, |last| last + millis(self.limits.presence_batch))
+        })
     }
 
     /// Gives back the memory of every table that has emptied. A map keeps

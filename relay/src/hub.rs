@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::protocol::{close_code, ClientMsg, EncodedRoster, Resume, ServerMsg, User};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, warn};
 
 use crate::cluster::{self, Appender, Event, EventKind, FromLog, HubLink, Snapshot};
@@ -119,6 +119,7 @@ impl Hub {
             metrics,
             closing: false,
             roster: None,
+            presence_frame: None,
         };
         tokio::spawn(run(state, link.map(Replica::new), tick, rx, shutdown));
         Hub { tx }
@@ -148,6 +149,9 @@ struct State {
     closing: bool,
     /// The core's current roster, encoded once for all its welcomes.
     roster: Option<(Arc<Roster>, EncodedRoster)>,
+    /// The last presence frame sent, shared with every recipient's queue
+    /// until that recipient has written it: unique once all have.
+    presence_frame: Option<Bytes>,
 }
 
 /// What the hub keeps in cluster mode.
@@ -198,6 +202,9 @@ async fn run(
     let mut snapshots = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // A presence batch goes out as soon as it may (SPEC U4), not at the
+        // next beat of the ticker.
+        let presence_at = state.presence_at(now_millis()).filter(|_| local);
         tokio::select! {
             command = rx.recv() => {
                 let Some(command) = command else { break };
@@ -225,7 +232,14 @@ async fn run(
                 }
             }
             // In cluster mode time advances by the log's ticks.
-            _ = ticker.tick(), if local => state.core.tick(now_millis()),
+            _ = ticker.tick(), if local => {
+                let now = now_millis();
+                state.core.expire(now);
+                state.send_presence(now);
+            }
+            () = sleep_until_millis(presence_at), if presence_at.is_some() => {
+                state.send_presence(now_millis());
+            }
             // Everything applied so far was dispatched at the end of the
             // last turn, so each close order comes after those frames.
             () = shutdown.recv(), if !state.closing => {
@@ -280,6 +294,37 @@ fn offer(metrics: &Metrics, handle: &ConnHandle, frame: Message) -> bool {
     }
 }
 
+/// How often a relay waiting for its last presence frame to be written
+/// looks again, in milliseconds.
+const WRITTEN_POLL: Millis = 5;
+
+/// When a presence batch due at `due` goes, given whether the last one has
+/// been written to every recipient: at `due` if it has; otherwise at the
+/// next look after `due`, or at `due + interval` at the latest.
+fn presence_time(due: Millis, written: bool, now: Millis, interval: Millis) -> Millis {
+    if written {
+        due
+    } else {
+        (now + WRITTEN_POLL).clamp(due, due + interval)
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sleeps until the wall clock reads `at` (Unix milliseconds): at least
+/// until then, so that [`now_millis`] on waking is `at` or later; never,
+/// given `None`.
+async fn sleep_until_millis(at: Option<Millis>) {
+    match at {
+        Some(at) => {
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_millis()))).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// The next batch read from the cluster's log; never, on a single relay.
 async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
     match replica {
@@ -289,6 +334,30 @@ async fn next_events(replica: &mut Option<Replica>) -> Option<FromLog> {
 }
 
 impl State {
+    /// When this relay sends the pending presence batch, if one is
+    /// pending: when the core's rule allows (SPEC U4), once every recipient
+    /// has written the last batch's frame, and one more batch interval
+    /// later at the latest. A relay behind on its writes thus sends fewer,
+    /// larger batches instead of queueing one behind another.
+    fn presence_at(&self, now: Millis) -> Option<Millis> {
+        let due = self.core.presence_due()?;
+        let written = self.presence_frame.as_ref().is_none_or(Bytes::is_unique);
+        Some(presence_time(
+            due,
+            written,
+            now,
+            millis(self.limits.presence_batch),
+        ))
+    }
+
+    /// Sends the pending presence batch if [`State::presence_at`] says so.
+    fn send_presence(&mut self, now: Millis) {
+        if self.presence_at(now).is_some_and(|at| at <= now) {
+            self.core.send_presence(now);
+            self.presence_frame = None;
+        }
+    }
+
     /// Takes one command from this relay; once `closing`, new connections
     /// are sent away and frames are dropped unstamped. The command becomes
     /// an event: applied now on a single relay, appended to the log in
@@ -505,6 +574,9 @@ impl State {
                             slow.push(conn);
                         }
                     }
+                    if let (Some(Message::Text(text)), ServerMsg::Presence { .. }) = (frame, &msg) {
+                        self.presence_frame = Some(Bytes::from(text));
+                    }
                 }
                 Outbound::Welcome { conn, welcome } => {
                     let Some(handle) = self.conns.get(&conn) else {
@@ -532,5 +604,47 @@ impl State {
         slow.sort();
         slow.dedup();
         slow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presence_time;
+
+    /// SPEC U4: a batch goes when due if the last one has been written to
+    /// every recipient; a relay behind on its writes holds it until then,
+    /// one more interval at most.
+    #[test]
+    fn u4_a_batch_waits_for_the_last_to_be_written_one_interval_at_most() {
+        assert_eq!(
+            presence_time(1_000, true, 900, 100),
+            1_000,
+            "written: when due"
+        );
+        assert_eq!(
+            presence_time(1_000, true, 1_050, 100),
+            1_000,
+            "written, overdue: now"
+        );
+        assert_eq!(
+            presence_time(1_000, false, 900, 100),
+            1_000,
+            "not due yet: look when due"
+        );
+        assert_eq!(
+            presence_time(1_000, false, 1_040, 100),
+            1_045,
+            "unwritten: look again soon"
+        );
+        assert_eq!(
+            presence_time(1_000, false, 1_098, 100),
+            1_100,
+            "one more interval at most"
+        );
+        assert_eq!(
+            presence_time(1_000, false, 1_300, 100),
+            1_100,
+            "one more interval at most"
+        );
     }
 }

@@ -311,6 +311,43 @@ fn u4_presence_reaches_others_as_batched_diffs() {
     );
 }
 
+/// SPEC U4: the batch bounds how often presence frames go, not how late
+/// a change is: one after a quiet spell may go at once; one within a
+/// window of the last frame waits for the window's end, and no longer.
+#[test]
+fn u4_presence_is_due_at_once_after_a_quiet_window_and_at_its_end_within_one() {
+    let mut w = World::new();
+    assert_eq!(w.core.presence_due(), None, "nothing pending");
+    w.connect(10, alice());
+    w.advance(100);
+    w.frames(10);
+    assert_eq!(w.core.presence_due(), None, "the join went out");
+    let flushed = w.now;
+
+    w.advance(5_000);
+    w.connect(20, bob());
+    assert_eq!(
+        w.core.presence_due(),
+        Some(flushed + 100),
+        "a quiet window has passed: due now"
+    );
+    w.advance(0);
+    assert_eq!(presence(&w.frames(10)), [(vec!["Bob".to_string()], vec![])]);
+    let flushed = w.now;
+
+    w.advance(30);
+    w.connect(30, carol());
+    assert_eq!(w.core.presence_due(), Some(flushed + 100));
+    w.advance(69);
+    assert_eq!(presence(&w.frames(10)), [], "one frame per window at most");
+    w.advance(1);
+    assert_eq!(
+        presence(&w.frames(10)),
+        [(vec!["carol".to_string()], vec![])],
+        "at the window's end"
+    );
+}
+
 #[test]
 fn u3_a_reload_within_the_grace_period_changes_nothing() {
     let mut w = World::new();

@@ -662,6 +662,56 @@ async fn u1_two_users_see_each_other_not_themselves() {
     relay.stop().await;
 }
 
+/// SPEC U4: the batch bounds how often presence frames go, not how late a
+/// change is: a join after a quiet spell is seen at once, and one within
+/// the window of the last frame comes with the next, a window later.
+#[tokio::test]
+async fn u4_a_join_after_a_quiet_spell_is_seen_at_once_and_the_next_a_window_later() {
+    let window = Duration::from_secs(1);
+    let mut config = config();
+    config.presence_batch = window;
+    let relay = TestRelay::start(config).await;
+    let alice = relay.login("alice").await;
+    let bob = relay.login("bob").await;
+    let carol = relay.login("carol").await;
+    let (mut a, _) = relay.tab(&alice).await;
+    // Alice's own arrival was the last change announced: let its window pass.
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+
+    let start = tokio::time::Instant::now();
+    let _b = relay.tab(&bob).await;
+    assert_eq!(
+        wait_for_presence(&mut a).await,
+        (vec!["bob".to_string()], vec![])
+    );
+    let first = start.elapsed();
+    let _c = relay.tab(&carol).await;
+    assert_eq!(
+        wait_for_presence(&mut a).await,
+        (vec!["carol".to_string()], vec![])
+    );
+    let second = start.elapsed();
+    println!(
+        "presence window {} ms: bob seen after {} ms, carol after {} ms",
+        window.as_millis(),
+        first.as_millis(),
+        second.as_millis()
+    );
+    assert!(
+        first < window / 2,
+        "bob waited for a beat of the batch: {first:?}"
+    );
+    assert!(
+        second >= first + window - Duration::from_millis(100),
+        "two presence frames within one window: {first:?}, {second:?}"
+    );
+    assert!(
+        second <= first + window + Duration::from_millis(500),
+        "carol waited longer than the window: {first:?}, {second:?}"
+    );
+    relay.stop().await;
+}
+
 /// SPEC U3, C7: when a user's last tab closes they stay online for the
 /// grace period, then go offline for everyone and their dialogs end.
 #[tokio::test]
