@@ -783,6 +783,54 @@ pub async fn presence(
 }
 
 /// A joining client: its hello time is recorded just before the hello goes.
+/// The round trip of a 100-byte message between two threads over one
+/// loopback TCP connection, each blocked in `recv` until the bytes come,
+/// `rate` times a second (so that both sleep in between, as in the
+/// unloaded dialog): one hop there and one back, with no runtime, no
+/// WebSocket and no relay. A relayed message also makes two hops (to the
+/// relay, on to the recipient), so this is the least any relay's unloaded
+/// latency can be on this machine.
+pub fn loopback(count: usize, rate: f64) -> Result<Value> {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> Result<()> {
+        let (mut socket, _) = listener.accept()?;
+        socket.set_nodelay(true)?;
+        let mut buf = [0u8; crate::client::MESSAGE_BYTES];
+        loop {
+            match socket.read_exact(&mut buf) {
+                Ok(()) => socket.write_all(&buf)?,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    });
+    let mut socket = TcpStream::connect(addr)?;
+    socket.set_nodelay(true)?;
+    let pause = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let message = [b'x'; crate::client::MESSAGE_BYTES];
+    let mut back = [0u8; crate::client::MESSAGE_BYTES];
+    let mut round_trip = histogram();
+    let warmup = count / 10;
+    for i in 0..warmup + count {
+        std::thread::sleep(pause);
+        let sent = Instant::now();
+        socket.write_all(&message)?;
+        socket.read_exact(&mut back)?;
+        let took = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if i >= warmup {
+            round_trip.saturating_record(took.max(1));
+        }
+    }
+    drop(socket);
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    Ok(json!({ "round_trip": quantiles_ms(&round_trip), "rate": rate }))
+}
+
 async fn joiner(
     server: SocketAddr,
     index: usize,
@@ -811,6 +859,17 @@ mod tests {
     fn ids(text: &str) -> Option<Vec<u64>> {
         let mut ids = Vec::new();
         joined_ids(text, |id| ids.push(id)).map(|()| ids)
+    }
+
+    /// The loopback baseline times as many round trips as asked, each of
+    /// them some time, the slowest no faster than the median.
+    #[test]
+    fn loopback_times_every_round_trip() {
+        let v = super::loopback(50, 1000.0).unwrap();
+        assert_eq!(v["round_trip"]["count"], 50);
+        let p50 = v["round_trip"]["p50_ms"].as_f64().unwrap();
+        assert!(p50 > 0.0, "{v}");
+        assert!(v["round_trip"]["max_ms"].as_f64().unwrap() >= p50, "{v}");
     }
 
     /// The scanner finds the ids serde finds, whatever the names hold.

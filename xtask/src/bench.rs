@@ -386,6 +386,11 @@ fn report_again() -> Result<()> {
     let mut r = Results::default();
     let runs = saved.get("runs").unwrap_or(&saved);
     for run in runs.as_array().context("no runs")? {
+        if run["scenario"] == "loopback" {
+            r.loopback.push(run["figures"].clone());
+            r.raw.push(run.clone());
+            continue;
+        }
         let kind = match run["server"].as_str() {
             Some("chat") => Kind::Chat,
             Some("floor") => Kind::Floor,
@@ -440,6 +445,8 @@ struct Results {
     throughput: Vec<(Kind, Value)>,
     latency: Vec<(Kind, Value)>,
     unloaded: Vec<(Kind, Value)>,
+    /// No server: the loopback round trip between two blocked threads.
+    loopback: Vec<Value>,
     presence: Vec<Value>,
     growth_throughput: Vec<(Kind, usize, Value)>,
     growth_latency: Vec<(Kind, f64, Value)>,
@@ -603,6 +610,13 @@ impl Bench {
                 results.raw.push(tag("unloaded", kind, &v));
                 results.unloaded.push((kind, v));
             }
+            let count = if plan.quick { "100" } else { "1000" };
+            let rate = UNLOADED_RATE.to_string();
+            let v = self.load(&["loopback", "--count", count, "--rate", &rate])?;
+            results
+                .raw
+                .push(serde_json::json!({ "scenario": "loopback", "figures": v }));
+            results.loopback.push(v);
         }
         for rep in 1..=plan.reps {
             cmd::step(&format!(
@@ -1323,6 +1337,26 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(tput(Kind::Chat) / confirming, "×")
         )?;
     }
+    let round_trip = median(
+        r.loopback
+            .iter()
+            .map(|v| num(v, "/round_trip/p50_ms") * 1000.0)
+            .collect(),
+    );
+    if round_trip.is_finite() {
+        let unl = |k| med(&r.unloaded, k, "/latency_from_actual_send/p50_ms") * 1000.0;
+        writeln!(
+            notes,
+            "- unloaded latency and this machine: two threads passing a 100-byte message back \
+             and forth over loopback TCP, each blocked in `recv` between messages ({UNLOADED_RATE} \
+             a second; no runtime, no WebSocket, no relay: `load loopback`), took p50 {} for the \
+             round trip. A relayed message makes the same two hops (to the server, on to the \
+             recipient): the floor took {} that, the Chat relay {}.",
+            fmt(round_trip, "µs"),
+            fmt(unl(Kind::Floor) / round_trip, "×"),
+            fmt(unl(Kind::Chat) / round_trip, "×"),
+        )?;
+    }
     for v in &r.presence {
         writeln!(
             notes,
@@ -1390,7 +1424,9 @@ const METHOD: &str = r#"
   median maximum, the same for every server). Every message carries its
   *intended* send time and latency is measured from it, so a server that stalls
   cannot hide the stall (no coordinated omission). The unloaded figure is from the
-  actual send time (the timer's 1 ms granularity would otherwise dominate).
+  actual send time (the timer's 1 ms granularity would otherwise dominate). Each
+  round also times the bare loopback round trip between two threads (`load
+  loopback`), what the kernel alone takes for the two hops a relayed message makes.
 - **Presence.** One relay, one socket per user: N users online, then M more
   connect, spread evenly over one second. Each online user's client times, for
   every newcomer, from the newcomer's `hello` to the presence frame naming it, and

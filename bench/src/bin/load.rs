@@ -8,6 +8,7 @@
 //! load idle --target chat|floor|socketio --server ADDR --pid PID --checkpoints 1000,5000,15000 [--accounts FILE --users U]
 //! load dialogs --target … --server ADDR --pid PID --dialogs N (--window W | --rate R) [--count-writes]
 //! load presence --server ADDR --observers N --joiners M --accounts FILE
+//! load loopback [--count N --rate R]
 //! ```
 
 use std::net::SocketAddr;
@@ -103,6 +104,15 @@ enum Scenario {
         join_window: Duration,
         #[arg(long)]
         accounts: PathBuf,
+    },
+    /// No server: two threads passing a message over loopback TCP, the
+    /// least a relay's unloaded latency can be here.
+    Loopback {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Round trips per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
     },
 }
 
@@ -202,6 +212,9 @@ async fn main() -> Result<()> {
         } => {
             let accounts = read_accounts(&file)?;
             scenario::presence(server, observers, joiners, join_window, &accounts).await?
+        }
+        Scenario::Loopback { count, rate } => {
+            tokio::task::spawn_blocking(move || scenario::loopback(count, rate)).await??
         }
     };
     println!("{figures}");
