@@ -209,18 +209,42 @@ struct Author {
     style: AttrValue,
 }
 
-/// One confirmed message (SPEC C9), keyed by its sequence number.
+/// One confirmed message (SPEC C9), keyed by its sequence number: a
+/// component of its own, so that a render of the conversation (a new
+/// message, a tick, a keystroke) re-renders only the messages that changed
+/// and not the whole history.
 fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -> Html {
     let (name, style) = match authors.iter().find(|a| a.id == message.author) {
         Some(author) => (author.name.clone(), author.style.clone()),
         None => (AttrValue::Static("Someone"), AttrValue::default()),
     };
     html! {
-        <article class="message" key={message.seq.0}>
+        <MessageView key={message.seq.0} message={message.clone()} {name} {style} {tick} />
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Properties)]
+struct MessageProps {
+    message: ChatMessage,
+    name: AttrValue,
+    style: AttrValue,
+    tick: Option<Tick>,
+}
+
+#[function_component(MessageView)]
+fn message_view(props: &MessageProps) -> Html {
+    let MessageProps {
+        message,
+        name,
+        style,
+        tick,
+    } = props;
+    html! {
+        <article class="message">
             <header>
-                <span class="author" {style}>{ name }</span>
+                <span class="author" style={style.clone()}>{ name.clone() }</span>
                 <time datetime={iso_time(message.time)}>{ local_time(message.time) }</time>
-                if let Some(tick) = tick {
+                if let Some(tick) = *tick {
                     <span ~className={tick_class(tick)} role="img"
                         aria-label={tick.label()} title={tick.label()}>
                         { match tick { Tick::Sent => "✓", Tick::Delivered | Tick::Read => "✓✓" } }
