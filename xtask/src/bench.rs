@@ -1357,17 +1357,25 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(unl(Kind::Chat) / round_trip, "×"),
         )?;
     }
-    for v in &r.presence {
+    if !r.presence.is_empty() {
+        let pres = |p: &str| median(r.presence.iter().map(|v| num(v, p)).collect());
+        let complete = r
+            .presence
+            .iter()
+            .all(|v| num(v, "/complete_observers") == num(v, "/observers"));
         writeln!(
             notes,
-            "- presence: each newcomer's `welcome` (every online user) was {} KiB; from its \
-             `hello` to its `welcome` took p50 {} / p99 {} ms. {} of {} online clients saw \
-             every join.",
-            fmt(num(v, "/joiner_welcome_bytes_median") / 1024.0, ""),
-            fmt(num(v, "/joiner_welcome/p50_ms"), ""),
-            fmt(num(v, "/joiner_welcome/p99_ms"), ""),
-            fmt(num(v, "/complete_observers"), ""),
-            fmt(num(v, "/observers"), "")
+            "- presence (medians of {} rounds): each newcomer's `welcome` (every online user) \
+             was {} KiB; from its `hello` to its `welcome` took p50 {} / p99 {} ms. {}",
+            r.presence.len(),
+            fmt(pres("/joiner_welcome_bytes_median") / 1024.0, ""),
+            fmt(pres("/joiner_welcome/p50_ms"), ""),
+            fmt(pres("/joiner_welcome/p99_ms"), ""),
+            if complete {
+                "In every round every online client saw every join."
+            } else {
+                "In some round some online client missed a join (runs.json has which)."
+            }
         )?;
     }
     for kind in KINDS {
