@@ -503,6 +503,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The median over `runs` (of one server) of the figure at `pointer`.
+fn median_of(runs: &[Value], pointer: &str) -> f64 {
+    median(runs.iter().map(|v| num(v, pointer)).collect())
+}
+
 /// The median over the runs of `kind` of the figure at `pointer`.
 fn med(runs: &[(Kind, Value)], kind: Kind, pointer: &str) -> f64 {
     median(
@@ -1016,11 +1021,8 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         met: judge(unl(Chat) <= 100.0),
     });
     // Presence.
-    let pres = |p: &str| median(r.presence.iter().map(|v| num(v, p)).collect());
-    let complete = r
-        .presence
-        .iter()
-        .all(|v| num(v, "/learned") == num(v, "/expected"));
+    let pres = |p: &str| median_of(&r.presence, p);
+    let complete = every_join_seen(&r.presence);
     rows.push(Row {
         what: format!(
             "presence: {} online, {} join in 1 s; join seen, p99",
@@ -1272,6 +1274,14 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
     Ok(md)
 }
 
+/// Whether, in every presence round, every online client learned of
+/// every join.
+fn every_join_seen(rounds: &[Value]) -> bool {
+    rounds
+        .iter()
+        .all(|v| num(v, "/learned") == num(v, "/expected"))
+}
+
 /// What the figures above do not show by themselves: runs in which the
 /// server dropped sockets, and what the presence burst cost the newcomers.
 fn observations(plan: &Plan, r: &Results) -> Result<String> {
@@ -1337,12 +1347,7 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(tput(Kind::Chat) / confirming, "×")
         )?;
     }
-    let round_trip = median(
-        r.loopback
-            .iter()
-            .map(|v| num(v, "/round_trip/p50_ms") * 1000.0)
-            .collect(),
-    );
+    let round_trip = median_of(&r.loopback, "/round_trip/p50_ms") * 1000.0;
     if round_trip.is_finite() {
         let unl = |k| med(&r.unloaded, k, "/latency_from_actual_send/p50_ms") * 1000.0;
         writeln!(
@@ -1358,11 +1363,8 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
         )?;
     }
     if !r.presence.is_empty() {
-        let pres = |p: &str| median(r.presence.iter().map(|v| num(v, p)).collect());
-        let complete = r
-            .presence
-            .iter()
-            .all(|v| num(v, "/complete_observers") == num(v, "/observers"));
+        let pres = |p: &str| median_of(&r.presence, p);
+        let complete = every_join_seen(&r.presence);
         writeln!(
             notes,
             "- presence (medians of {} rounds): each newcomer's `welcome` (every online user) \

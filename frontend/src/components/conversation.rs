@@ -1,4 +1,5 @@
 use std::rc::Rc;
+use std::sync::Arc;
 
 use shared::model::{Conversation, Ended, Entry, Pending, Tick};
 use shared::protocol::{ChatMessage, ClientMsgId, UserId};
@@ -210,22 +211,24 @@ struct Author {
 }
 
 /// One confirmed message (SPEC C9), keyed by its sequence number: a
-/// component of its own, so that a render of the conversation (a new
-/// message, a tick, a keystroke) re-renders only the messages that changed
-/// and not the whole history.
-fn view_message(message: &ChatMessage, authors: &[Author], tick: Option<Tick>) -> Html {
+/// component of its own, handed the model's shared message, so that a
+/// render of the conversation (a new message, a tick, a keystroke)
+/// re-renders only the messages that changed and not the whole history.
+fn view_message(message: &Arc<ChatMessage>, authors: &[Author], tick: Option<Tick>) -> Html {
     let (name, style) = match authors.iter().find(|a| a.id == message.author) {
         Some(author) => (author.name.clone(), author.style.clone()),
         None => (AttrValue::Static("Someone"), AttrValue::default()),
     };
     html! {
-        <MessageView key={message.seq.0} message={message.clone()} {name} {style} {tick} />
+        <MessageView key={message.seq.0} message={Arc::clone(message)} {name} {style} {tick} />
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Properties)]
 struct MessageProps {
-    message: ChatMessage,
+    /// Compared by pointer first (`Arc<T: Eq>`): an unchanged message costs
+    /// no text comparison.
+    message: Arc<ChatMessage>,
     name: AttrValue,
     style: AttrValue,
     tick: Option<Tick>,
