@@ -1015,7 +1015,13 @@ impl Core {
             .history
             .push(message.clone(), self.limits.history);
         let participants: Vec<UserId> = conversation.participants.iter().copied().collect();
-        let to = self.conns_of(participants.iter());
+        let mut to = self.conns_of(participants.iter());
+        // The posting tab's confirmation is queued first, the others' copies
+        // after it: the runtime runs the task woken last first, on the same
+        // thread, so the recipients' writes do not wait behind the sender's.
+        if let Some(at) = to.iter().position(|&c| c == conn) {
+            to[..=at].rotate_right(1);
+        }
         self.send(
             to,
             ServerMsg::Message {
