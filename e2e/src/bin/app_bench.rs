@@ -223,7 +223,7 @@ async fn run(args: &Args) -> Result<String> {
          largest-contentful-paint entry). Append: Enter in the Message box \
          until the conversation's log shows the message (event, model, render, \
          DOM update; a MutationObserver timestamps it).\n",
-        args.dist.display(),
+        shown_path(&args.dist).display(),
         args.runs
     )?;
     writeln!(out, "| figure | measured | goal | met |")?;
@@ -241,6 +241,16 @@ async fn run(args: &Args) -> Result<String> {
         )?;
     }
     Ok(out)
+}
+
+/// The build's path as the report shows it: relative to the directory
+/// the bench runs in (the checkout), so the report reads the same on
+/// every machine.
+fn shown_path(dist: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|here| dist.strip_prefix(here).ok())
+        .unwrap_or(dist)
 }
 
 /// One built file's size.
