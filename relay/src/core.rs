@@ -1014,8 +1014,10 @@ impl Core {
         conversation
             .history
             .push(message.clone(), self.limits.history);
-        let participants: Vec<UserId> = conversation.participants.iter().copied().collect();
-        let mut to = self.conns_of(participants.iter());
+        let Some(conversation) = self.conversations.get(&id) else {
+            return;
+        };
+        let mut to = self.conns_of(conversation.participants.iter());
         // The posting tab's confirmation is queued first, the others' copies
         // after it: the runtime runs the task woken last first, on the same
         // thread, so the recipients' writes do not wait behind the sender's.
