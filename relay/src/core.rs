@@ -651,13 +651,7 @@ impl Core {
         let Some(conversation) = self.conversations.get(&id) else {
             return;
         };
-        let others: Vec<UserId> = conversation
-            .participants
-            .iter()
-            .copied()
-            .filter(|u| *u != user)
-            .collect();
-        let to = self.conns_of(others.iter());
+        let to = self.conns_of(conversation.participants.iter().filter(|u| **u != user));
         self.send(
             to,
             ServerMsg::Typing {
@@ -1014,10 +1008,7 @@ impl Core {
         conversation
             .history
             .push(message.clone(), self.limits.history);
-        let Some(conversation) = self.conversations.get(&id) else {
-            return;
-        };
-        let mut to = self.conns_of(conversation.participants.iter());
+        let mut to = conns_among(&self.users, conversation.participants.iter());
         // The posting tab's confirmation is queued first, the others' copies
         // after it: the runtime runs the task woken last first, on the same
         // thread, so the recipients' writes do not wait behind the sender's.
@@ -1113,10 +1104,7 @@ impl Core {
     }
 
     fn conns_of<'a>(&self, users: impl Iterator<Item = &'a UserId>) -> Vec<ConnId> {
-        users
-            .filter_map(|u| self.users.get(u))
-            .flat_map(|u| u.conns.iter().copied())
-            .collect()
+        conns_among(&self.users, users)
     }
 
     fn send(&mut self, to: Vec<ConnId>, msg: ServerMsg) {
@@ -1214,6 +1202,18 @@ fn name_order(user: &User) -> (String, UserId) {
 
 fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The connections of `wanted` among `users`: a free function, so a caller
+/// holding one conversation mutably can still reach the users beside it.
+fn conns_among<'a>(
+    users: &IdMap<UserId, UserState>,
+    wanted: impl Iterator<Item = &'a UserId>,
+) -> Vec<ConnId> {
+    wanted
+        .filter_map(|u| users.get(u))
+        .flat_map(|u| u.conns.iter().copied())
+        .collect()
 }
 
 #[cfg(test)]
