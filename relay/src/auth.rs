@@ -165,23 +165,9 @@ impl TokenHash {
     }
 }
 
-/// User colours (SPEC S6): twelve hues spread around the wheel, each with a
-/// WCAG contrast of at least 4.5:1 against both light page backgrounds,
-/// `#ffffff` and `#f7f7f8` (the dark theme lightens them in CSS).
-pub const PALETTE: &[&str] = &[
-    "#b91c1c", // red
-    "#c2410c", // orange
-    "#a16207", // ochre
-    "#4d7c0f", // olive
-    "#15803d", // green
-    "#0f766e", // teal
-    "#0369a1", // sky
-    "#1d4ed8", // blue
-    "#4338ca", // indigo
-    "#7e22ce", // purple
-    "#a21caf", // magenta
-    "#be185d", // pink
-];
+/// User colours (SPEC S6), defined with the protocol: rows of the online
+/// lists carry them as indexes.
+pub use shared::protocol::PALETTE;
 
 /// A colour for a new account, picked at random from [`PALETTE`].
 pub fn color_for_new_user() -> String {

@@ -114,11 +114,20 @@ struct Relay {
     last_seq: HashMap<ConversationId, u64>,
 }
 
+/// A user: odd ids have a palette colour (an index in online-list rows),
+/// even ids one outside it (a string there), so the harness's encoded
+/// welcomes carry both.
 fn user(id: u64, name: &str) -> User {
+    let palette = shared::protocol::PALETTE;
+    let color = if id % 2 == 1 {
+        palette[id as usize % palette.len()]
+    } else {
+        "#3557d4"
+    };
     User {
         id: UserId(id),
         name: name.to_string(),
-        color: "#3557d4".to_string(),
+        color: color.to_string(),
     }
 }
 
@@ -497,7 +506,7 @@ mod tests {
         "\n@",
         "\nC",
         "\n\\",
-        r#"{"type":"hello","protocol":2,"resume":[{"conversation":1,"last_seq":0}]}"#,
+        r#"{"type":"hello","protocol":3,"resume":[{"conversation":1,"last_seq":0}]}"#,
         r#"{"type":"send","conversation":1,"client_id":1,"text":"hi"}"#,
         r#"{"type":"open","with":[1,2,3]}"#,
         r#"{"type":"typing","conversation":2}"#,
@@ -589,7 +598,7 @@ mod tests {
         let mut relay = Relay::new();
         relay.step(0x81, br#"{"type":"ping","nonce":1}"#);
         assert_eq!(relay.core.connection_count(), 3);
-        relay.step(b'A', br#"{"type":"hello","protocol":2}"#);
+        relay.step(b'A', br#"{"type":"hello","protocol":3}"#);
         assert_eq!(relay.core.connection_count(), 4);
         relay.finish();
     }

@@ -17,8 +17,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken by this build. Bumped on any incompatible
-/// change to the frames below.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// change to the frames below (3: the online lists' rows carry a palette
+/// colour as its index in [`PALETTE`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame the relay accepts, in bytes (SPEC L3). Larger frames
 /// close the connection with [`close_code::MESSAGE_TOO_BIG`].
@@ -83,18 +84,53 @@ pub struct User {
     pub id: UserId,
     /// The name as first typed.
     pub name: String,
-    /// A CSS colour, fixed at sign-up (SPEC S6).
+    /// A CSS colour, fixed at sign-up (SPEC S6): one of [`PALETTE`] for
+    /// every account the relay creates.
     pub color: String,
 }
+
+/// The colours accounts get at sign-up (SPEC S6): twelve hues spread
+/// around the wheel, each readable against the page background (a WCAG
+/// contrast of at least 4.5:1 against both light page backgrounds,
+/// `#ffffff` and `#f7f7f8`; the dark theme lightens them in CSS).
+///
+/// The order is part of the wire: the online lists carry a palette colour
+/// as its index here ([`user_rows`]). Only append, never reorder or remove.
+pub const PALETTE: &[&str] = &[
+    "#b91c1c", // red
+    "#c2410c", // orange
+    "#a16207", // ochre
+    "#4d7c0f", // olive
+    "#15803d", // green
+    "#0f766e", // teal
+    "#0369a1", // sky
+    "#1d4ed8", // blue
+    "#4338ca", // indigo
+    "#7e22ce", // purple
+    "#a21caf", // magenta
+    "#be185d", // pink
+];
 
 /// The online lists of `welcome` and `presence` (SPEC U1, U4) carry each
 /// user as a row `[id, name, color]` rather than an object: with 5,000
 /// online those lists are nearly all of the presence traffic, and the keys
 /// repeated in every object were 40 % of it.
+///
+/// The colour is the index of the user's colour in [`PALETTE`] when it is
+/// exactly one of them (`[1234,"bench01234",0]`), and the CSS colour
+/// otherwise (`[2,"bob","#123456"]`): every account the relay creates has
+/// a palette colour (SPEC S6), and the index takes about a quarter off each
+/// row. A reader takes an index below `PALETTE.len()` as that palette
+/// colour and a string as it is; any other index, and any other value, is
+/// an error. Everywhere else (`me`, a conversation's participants) a user
+/// is an object with its CSS colour.
 pub mod user_rows {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt;
 
-    use super::{User, UserId};
+    use serde::de::{self, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{User, UserId, PALETTE};
 
     /// Writes `users` as rows.
     pub fn serialize<S: Serializer>(users: &[User], serializer: S) -> Result<S::Ok, S::Error> {
@@ -103,16 +139,91 @@ pub mod user_rows {
 
     /// Reads rows into users.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<User>, D::Error> {
-        let rows = Vec::<(UserId, String, String)>::deserialize(deserializer)?;
+        let rows = Vec::<(UserId, String, ReadColor)>::deserialize(deserializer)?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, color)| User { id, name, color })
+            .map(|(id, name, ReadColor(color))| User { id, name, color })
             .collect())
     }
 
     /// One user's row.
-    pub fn row(user: &User) -> (UserId, &str, &str) {
-        (user.id, &user.name, &user.color)
+    pub fn row(user: &User) -> (UserId, &str, Color<'_>) {
+        (user.id, &user.name, Color::of(&user.color))
+    }
+
+    /// The palette colour a row's index names, if there is one.
+    pub fn palette_color(index: u64) -> Option<&'static str> {
+        PALETTE.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// The error for an index past the end of [`PALETTE`], in words.
+    fn out_of_range(index: impl fmt::Display) -> String {
+        format!(
+            "colour index {index} out of range: the palette has {} colours",
+            PALETTE.len()
+        )
+    }
+
+    /// A row's colour as written: a palette index, or a CSS colour.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(untagged)]
+    pub enum Color<'a> {
+        /// The colour's index in [`PALETTE`].
+        Index(usize),
+        /// A colour outside the palette, as it is.
+        Css(&'a str),
+    }
+
+    impl<'a> Color<'a> {
+        /// How a row writes `css`: its index if it is exactly a palette
+        /// colour, else the string.
+        pub fn of(css: &'a str) -> Self {
+            match PALETTE.iter().position(|c| *c == css) {
+                Some(index) => Color::Index(index),
+                None => Color::Css(css),
+            }
+        }
+    }
+
+    /// A row's colour as read: the CSS colour.
+    struct ReadColor(String);
+
+    impl<'de> Deserialize<'de> for ReadColor {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(ReadColorVisitor)
+        }
+    }
+
+    struct ReadColorVisitor;
+
+    impl Visitor<'_> for ReadColorVisitor {
+        type Value = ReadColor;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a palette index below {} or a CSS colour", PALETTE.len())
+        }
+
+        fn visit_u64<E: de::Error>(self, index: u64) -> Result<ReadColor, E> {
+            match palette_color(index) {
+                Some(css) => Ok(ReadColor(css.to_owned())),
+                None => Err(E::custom(out_of_range(index))),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, index: i64) -> Result<ReadColor, E> {
+            match u64::try_from(index) {
+                Ok(index) => self.visit_u64(index),
+                Err(_) => Err(E::custom(out_of_range(index))),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, css: &str) -> Result<ReadColor, E> {
+            Ok(ReadColor(css.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, css: String) -> Result<ReadColor, E> {
+            Ok(ReadColor(css))
+        }
     }
 }
 
@@ -599,11 +710,21 @@ fn join_skipping(out: &mut String, joined: &str, ends: &[usize], skip: Option<us
 mod tests {
     use super::*;
 
+    /// A user whose colour is not in the palette.
     fn alice() -> User {
         User {
             id: UserId(1),
             name: "alice".into(),
             color: "#3557d4".into(),
+        }
+    }
+
+    /// A user with a palette colour (SPEC S6), `PALETTE[7]`.
+    fn bob() -> User {
+        User {
+            id: UserId(2),
+            name: "bob".into(),
+            color: "#1d4ed8".into(),
         }
     }
 
@@ -680,13 +801,13 @@ mod tests {
             ServerMsg::Welcome {
                 protocol: PROTOCOL_VERSION,
                 me: alice(),
-                online: vec![],
+                online: vec![bob()],
                 conversations: vec![snapshot.clone(), ended],
                 activity: vec![],
             },
             ServerMsg::Pong { nonce: 7 },
             ServerMsg::Presence {
-                joined: vec![alice()],
+                joined: vec![alice(), bob()],
                 left: vec![UserId(9)],
                 activity: vec![UserActivity {
                     user: UserId(1),
@@ -750,22 +871,33 @@ mod tests {
         }
     }
 
-    /// The exact JSON on the wire. A failure here means the protocol changed:
-    /// bump [`PROTOCOL_VERSION`] if old clients can no longer talk to the relay.
     /// The welcome written around a roster encoded once is the welcome
-    /// serde writes, whether the newcomer is in the roster or not.
+    /// serde writes, whether the newcomer is in the roster or not, with
+    /// palette colours (SPEC S6) and others in its rows.
     #[test]
-    fn u1_a_welcome_around_an_encoded_roster_is_the_welcome_serde_writes() {
-        let user = |id: u64, name: &str| User {
+    fn u1_s6_a_welcome_around_an_encoded_roster_is_the_welcome_serde_writes() {
+        let user = |id: u64, name: &str, color: &str| User {
             id: UserId(id),
             name: name.into(),
-            color: "#123456".into(),
+            color: color.into(),
         };
         let everyone = [
-            (user(1, "alice"), Activity::Active),
-            (user(2, "Bob"), Activity::Away),
-            (user(3, "carol \"\u{e9}"), Activity::Reconnecting),
+            (user(1, "alice", PALETTE[0]), Activity::Active),
+            (user(2, "Bob", "#123456"), Activity::Away),
+            (
+                user(3, "carol \"\u{e9}", PALETTE[11]),
+                Activity::Reconnecting,
+            ),
         ];
+        // The rows as written: palette colours as indexes, others as they are.
+        let full = EncodedRoster::new(&everyone).welcome(&user(9, "zed", "#000000"), &[]);
+        for row in [
+            r#"[1,"alice",0]"#,
+            r##"[2,"Bob","#123456"]"##,
+            r#"[3,"carol \"é",11]"#,
+        ] {
+            assert!(full.contains(row), "{row} in {full}");
+        }
         let conversations = match &server_samples()[0] {
             ServerMsg::Welcome { conversations, .. } => conversations.clone(),
             _ => unreachable!(),
@@ -774,10 +906,10 @@ mod tests {
             let online = &everyone[..size];
             let roster = EncodedRoster::new(online);
             for me in [
-                user(1, "alice"),
-                user(2, "Bob"),
-                user(3, "x"),
-                user(9, "zed"),
+                user(1, "alice", PALETTE[0]),
+                user(2, "Bob", "#123456"),
+                user(3, "x", PALETTE[11]),
+                user(9, "zed", "#000000"),
             ] {
                 for conversations in [vec![], conversations.clone()] {
                     let others: Vec<&(User, Activity)> =
@@ -827,29 +959,183 @@ mod tests {
         let text = welcome.encode();
         assert_eq!(
             text,
-            r##"{"type":"welcome","protocol":2,"me":{"id":1,"name":"alice","color":"#3557d4"},"online":[[2,"b\"ob]","#123456"]],"conversations":[]}"##
+            r##"{"type":"welcome","protocol":3,"me":{"id":1,"name":"alice","color":"#3557d4"},"online":[[2,"b\"ob]","#123456"]],"conversations":[]}"##
         );
         assert_eq!(ServerMsg::decode(&text).ok(), Some(welcome.clone()));
         assert_eq!(crate::wire::decode_server(&text), Ok(welcome));
-        for bad in [
-            r#"{"type":"presence","joined":[[2,"bob"]]}"#,
-            r##"{"type":"presence","joined":[[2,"bob","#123456",4]]}"##,
-            r##"{"type":"presence","joined":[{"id":2,"name":"bob","color":"#123456"}]}"##,
-            r##"{"type":"presence","joined":[["2","bob","#123456"]]}"##,
+    }
+
+    /// SPEC S6 on the wire (U1, U4): a row carries a palette colour as its
+    /// index and any other colour as its CSS string; `me` and a
+    /// conversation's participants stay objects with the CSS colour. Both
+    /// decoders read the rows back to the same users.
+    #[test]
+    fn s6_u1_u4_rows_carry_palette_colours_as_indexes() {
+        let me = User {
+            id: UserId(7),
+            name: "carol".into(),
+            color: PALETTE[11].into(),
+        };
+        let bench = User {
+            id: UserId(1234),
+            name: "bench01234".into(),
+            color: "#b91c1c".into(),
+        };
+        let other = User {
+            id: UserId(2),
+            name: "b\"ob]".into(),
+            color: "#123456".into(),
+        };
+        let welcome = ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            me: me.clone(),
+            online: vec![other.clone(), bench.clone()],
+            conversations: vec![ConversationSnapshot {
+                id: ConversationId(5),
+                participants: vec![me, bench.clone()],
+                messages: vec![],
+                gap: false,
+                ended: None,
+                marks: vec![],
+            }],
+            activity: vec![],
+        };
+        let presence = ServerMsg::Presence {
+            joined: vec![other, bench],
+            left: vec![UserId(9)],
+            activity: vec![],
+        };
+        for (msg, golden) in [
+            (
+                &welcome,
+                r##"{"type":"welcome","protocol":3,"me":{"id":7,"name":"carol","color":"#be185d"},"online":[[2,"b\"ob]","#123456"],[1234,"bench01234",0]],"conversations":[{"id":5,"participants":[{"id":7,"name":"carol","color":"#be185d"},{"id":1234,"name":"bench01234","color":"#b91c1c"}],"messages":[],"gap":false}]}"##,
+            ),
+            (
+                &presence,
+                r##"{"type":"presence","joined":[[2,"b\"ob]","#123456"],[1234,"bench01234",0]],"left":[9]}"##,
+            ),
         ] {
-            assert!(ServerMsg::decode(bad).is_err(), "{bad}");
-            assert!(crate::wire::decode_server(bad).is_err(), "{bad}");
+            let text = msg.encode();
+            assert_eq!(text, golden);
+            assert_eq!(ServerMsg::decode(&text).as_ref(), Ok(msg), "{text}");
+            assert_eq!(
+                crate::wire::decode_server(&text).as_ref(),
+                Ok(msg),
+                "{text}"
+            );
         }
     }
 
+    /// SPEC S6: every palette colour is written as its own index and read
+    /// back as itself by both decoders; a colour that matches a palette
+    /// entry only ignoring case is not one of them and stays a string.
+    #[test]
+    fn s6_u4_every_palette_colour_round_trips_as_its_index() {
+        let presence = |color: &str| ServerMsg::Presence {
+            joined: vec![User {
+                id: UserId(5),
+                name: "x".into(),
+                color: color.into(),
+            }],
+            left: vec![],
+            activity: vec![],
+        };
+        let mut cases: Vec<(String, String)> = PALETTE
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), i.to_string()))
+            .collect();
+        for css in ["#B91C1C", "#b91c1c ", "red", ""] {
+            cases.push((css.into(), format!("\"{css}\"")));
+        }
+        for (css, written) in cases {
+            let msg = presence(&css);
+            let text = msg.encode();
+            assert_eq!(
+                text,
+                format!(r#"{{"type":"presence","joined":[[5,"x",{written}]]}}"#)
+            );
+            assert_eq!(ServerMsg::decode(&text), Ok(msg.clone()), "{text}");
+            assert_eq!(crate::wire::decode_server(&text), Ok(msg), "{text}");
+        }
+    }
+
+    /// U1, U4, S6: a row that is not `[id, name, colour]`, with the colour
+    /// an index below `PALETTE.len()` or a string, is refused by serde and
+    /// by the page's codec alike, in `welcome` and in `presence`.
+    #[test]
+    fn u1_u4_s6_bad_rows_are_refused_by_both_decoders() {
+        let frames = |row: &str| {
+            [
+                format!(
+                    r##"{{"type":"welcome","protocol":{PROTOCOL_VERSION},"me":{{"id":1,"name":"alice","color":"#3557d4"}},"online":[{row}],"conversations":[]}}"##
+                ),
+                format!(r#"{{"type":"presence","joined":[{row}]}}"#),
+            ]
+        };
+        // The frames around the rows are sound: good rows are read.
+        for good in [
+            r##"[2,"bob","#123456"]"##.to_string(),
+            r#"[2,"bob",0]"#.to_string(),
+            format!(r#"[2,"bob",{}]"#, PALETTE.len() - 1),
+        ] {
+            for text in frames(&good) {
+                assert!(ServerMsg::decode(&text).is_ok(), "{text}");
+                assert!(crate::wire::decode_server(&text).is_ok(), "{text}");
+            }
+        }
+        let out_of_range = [
+            format!(r#"[2,"bob",{}]"#, PALETTE.len()),
+            format!(r#"[2,"bob",{}]"#, u64::MAX),
+        ];
+        for bad in &out_of_range {
+            for text in frames(bad) {
+                let serde = ServerMsg::decode(&text).expect_err(&text);
+                assert!(serde.contains("out of range"), "{serde}");
+                assert_eq!(
+                    crate::wire::decode_server(&text),
+                    Err("invalid frame: colour index out of range"),
+                    "{text}"
+                );
+            }
+        }
+        let other = [
+            r#"[2,"bob"]"#,
+            r##"[2,"bob","#123456",4]"##,
+            r#"[2,"bob",0,4]"#,
+            r##"{"id":2,"name":"bob","color":"#123456"}"##,
+            r##"["2","bob","#123456"]"##,
+            r#"[2,"bob",-1]"#,
+            r#"[2,"bob",1.5]"#,
+            r#"[2,"bob",1e0]"#,
+            r#"[2,"bob",18446744073709551616]"#,
+            r#"[2,"bob",true]"#,
+            r#"[2,"bob",null]"#,
+            r#"[2,"bob",[0]]"#,
+            r#"[2,"bob",{}]"#,
+        ];
+        for bad in other
+            .iter()
+            .copied()
+            .chain(out_of_range.iter().map(String::as_str))
+        {
+            for text in frames(bad) {
+                assert!(ServerMsg::decode(&text).is_err(), "{text}");
+                assert!(crate::wire::decode_server(&text).is_err(), "{text}");
+            }
+        }
+    }
+
+    /// The exact JSON on the wire. A failure here means the protocol changed:
+    /// bump [`PROTOCOL_VERSION`] if old clients can no longer talk to the relay.
     #[test]
     fn golden_json() {
         let client: Vec<String> = client_samples().iter().map(ClientMsg::encode).collect();
         assert_eq!(
             client,
             [
-                r#"{"type":"hello","protocol":2}"#,
-                r#"{"type":"hello","protocol":2,"resume":[{"conversation":5,"last_seq":2}]}"#,
+                r#"{"type":"hello","protocol":3}"#,
+                r#"{"type":"hello","protocol":3,"resume":[{"conversation":5,"last_seq":2}]}"#,
                 r#"{"type":"ping","nonce":7}"#,
                 r#"{"type":"open","with":[2,3]}"#,
                 r#"{"type":"send","conversation":5,"client_id":77,"text":"hi"}"#,
@@ -870,10 +1156,10 @@ mod tests {
             server,
             [
                 format!(
-                    r#"{{"type":"welcome","protocol":2,"me":{user},"online":[],"conversations":[{snap},{ended}]}}"#
+                    r#"{{"type":"welcome","protocol":3,"me":{user},"online":[[2,"bob",7]],"conversations":[{snap},{ended}]}}"#
                 ),
                 r#"{"type":"pong","nonce":7}"#.to_string(),
-                r##"{"type":"presence","joined":[[1,"alice","#3557d4"]],"left":[9],"activity":[{"user":1,"activity":"away"}]}"##
+                r##"{"type":"presence","joined":[[1,"alice","#3557d4"],[2,"bob",7]],"left":[9],"activity":[{"user":1,"activity":"away"}]}"##
                     .to_string(),
                 format!(r#"{{"type":"started","conversation":{snap}}}"#),
                 r#"{"type":"opened","conversation":5}"#.to_string(),
@@ -993,7 +1279,7 @@ mod tests {
             "{}",
             r#"{"type":"hello"}"#,
             r#"{"type":"hello","protocol":"1"}"#,
-            r#"{"type":"hello","protocol":2,"extra":true}"#,
+            r#"{"type":"hello","protocol":3,"extra":true}"#,
             r#"{"type":"send","conversation":-1,"client_id":1,"text":"x"}"#,
             r#"{"type":"open","with":"everyone"}"#,
             r#"{"type":"launch_missiles"}"#,

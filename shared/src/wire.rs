@@ -14,6 +14,7 @@
 //! [`MAX_DEPTH`]. Nothing in it panics on input.
 
 use crate::api::{ApiError, Credentials};
+use crate::protocol::user_rows;
 use crate::protocol::{
     Activity, ChatMessage, ClientMsg, ClientMsgId, ConversationId, ConversationSnapshot, Departure,
     Ending, ErrorKind, Marks, Resume, Seq, ServerMsg, User, UserActivity, UserId,
@@ -28,6 +29,7 @@ pub type Error = &'static str;
 
 const SYNTAX: Error = "invalid frame: not valid JSON";
 const SHAPE: Error = "invalid frame: unexpected shape";
+const COLOR_OUT_OF_RANGE: Error = "invalid frame: colour index out of range";
 
 /// A JSON value. Numbers keep only what the protocol needs: every number
 /// in it is a non-negative integer.
@@ -420,7 +422,8 @@ impl FromJson for User {
 }
 
 /// A user written as a row `[id, name, color]`, as the online lists of
-/// `welcome` and `presence` carry them ([`crate::protocol::user_rows`]).
+/// `welcome` and `presence` carry them ([`crate::protocol::user_rows`]):
+/// the colour is an index into [`crate::protocol::PALETTE`] or a CSS colour.
 struct UserRow(User);
 
 impl FromJson for UserRow {
@@ -430,12 +433,23 @@ impl FromJson for UserRow {
                 [id, name, color] => Ok(UserRow(User {
                     id: UserId::from_json(id)?,
                     name: String::from_json(name)?,
-                    color: String::from_json(color)?,
+                    color: row_color(color)?,
                 })),
                 _ => Err(SHAPE),
             },
             _ => Err(SHAPE),
         }
+    }
+}
+
+/// A row's colour: the palette colour of an index, or a string as it is.
+fn row_color(value: &Value) -> Result<String, Error> {
+    match value {
+        Value::Uint(index) => user_rows::palette_color(*index)
+            .map(str::to_owned)
+            .ok_or(COLOR_OUT_OF_RANGE),
+        Value::String(css) => Ok(css.clone()),
+        _ => Err(SHAPE),
     }
 }
 

@@ -234,7 +234,7 @@ async fn l7_ten_thousand_malformed_frames() {
     let alice = people[0].clone();
     let seeds: [&[u8]; 8] = [
         br#"{"type":"send","conversation":1,"client_id":1,"text":"x"}"#,
-        br#"{"type":"hello","protocol":2}"#,
+        br#"{"type":"hello","protocol":3}"#,
         br#"{"type":"open","with":[1,2,3]}"#,
         br#"{"type":"marks","conversation":1,"delivered":1,"read":1}"#,
         b"null",
