@@ -60,6 +60,8 @@ pub enum Target {
 pub struct Account {
     /// The relay's id of the user.
     pub id: u64,
+    /// Its name.
+    pub name: String,
     /// The `Cookie` header value of its session.
     pub cookie: String,
 }
@@ -73,9 +75,9 @@ pub fn read_accounts(path: &Path) -> Result<Vec<Account>> {
         .map(|line| {
             let mut words = line.split_whitespace();
             let id = words.next().context("no id")?.parse()?;
-            let _name = words.next().context("no name")?;
+            let name = words.next().context("no name")?.to_string();
             let cookie = words.next().context("no cookie")?.to_string();
-            Ok(Account { id, cookie })
+            Ok(Account { id, name, cookie })
         })
         .collect()
 }

@@ -9,6 +9,10 @@
 //! (the recipient's copy, and the sender's own as its confirmation, SPEC
 //! C5/C6). It bounds what a relay that confirms each message can reach.
 //!
+//! Its `/presence` route ([`presence`]) is the same floor for the presence
+//! burst: rows in, the same `welcome` and batched `presence` frames out,
+//! without accounts or JSON.
+//!
 //! It is built the way the relay's transport is: the upgrade is done here
 //! (hyper's `OnUpgrade`, then `WebSocketStream::from_raw_socket` with small
 //! tungstenite buffers, [`ws_config`]), each socket has a bounded outbound
@@ -35,6 +39,8 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
+
+pub mod presence;
 
 /// Bytes tungstenite reads from the socket at a time (its default is 128 KiB,
 /// allocated up front for every connection).
@@ -133,8 +139,26 @@ pub async fn run(listener: TcpListener, confirm: bool) {
         .and(warp::ext::optional::<OnUpgrade>())
         .and(pairs)
         .map(move |query, key, on_upgrade, pairs| upgrade(query, key, on_upgrade, pairs, confirm));
+    let (events, roster) = mpsc::unbounded_channel();
+    tokio::spawn(presence::roster(roster));
+    let keys = Arc::new(AtomicU64::new(0));
+    let presence = warp::path!("presence")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<OnUpgrade>())
+        .map(move |key: Option<String>, on_upgrade: Option<OnUpgrade>| {
+            let (Some(key), Some(on_upgrade)) = (key, on_upgrade) else {
+                return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+            };
+            let id = keys.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(presence::serve(on_upgrade, id, events.clone()));
+            switching_protocols(&key)
+        });
     let healthz = warp::path!("healthz").map(|| StatusCode::OK);
-    warp::serve(healthz.or(ws)).incoming(listener).run().await;
+    warp::serve(healthz.or(ws).or(presence))
+        .incoming(listener)
+        .run()
+        .await;
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -179,6 +203,11 @@ fn upgrade(
         }
     });
     pairs.set_task(slot, generation, task.abort_handle());
+    switching_protocols(&key)
+}
+
+/// The 101 answer to an upgrade request with this `Sec-WebSocket-Key`.
+fn switching_protocols(key: &str) -> Response {
     let accept = derive_accept_key(key.as_bytes());
     let mut response = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let headers = response.headers_mut();

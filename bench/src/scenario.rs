@@ -7,8 +7,9 @@
 //!   window of messages in flight allows (throughput), or at a fixed rate
 //!   (latency, measured from each message's *intended* send time, so a
 //!   stalled server cannot hide its stall: no coordinated omission).
-//! - [`presence`]: Chat only: how fast every online user learns of a burst
-//!   of users joining, and how many presence frames that costs each.
+//! - [`presence`]: how fast every online user learns of a burst of users
+//!   joining, and how many presence frames that costs each: the relay, or
+//!   the floor's presence route (`bench::floor::presence`) as its baseline.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -507,8 +508,8 @@ async fn finish_perf(perf: tokio::process::Child) -> Result<u64> {
 }
 
 /// Calls `each` with the id of every user a `presence` frame names as
-/// joined (the first number of each row of `"joined":[[id,"name","color"],
-/// ...]`), reading nothing else of it; `None` if the list is not shaped
+/// joined (the first number of each row of `"joined":[[id,"name",color],
+/// ...]`, the colour a palette index or a string), reading nothing else of it; `None` if the list is not shaped
 /// so. 5,000 observers read about 5 million entries in a second on the
 /// cores the relay uses: decoding each into a whole `ServerMsg` took the
 /// load generator more CPU than the relay spent sending them, and even
@@ -565,17 +566,23 @@ fn joined_ids(text: &str, mut each: impl FnMut(u64)) -> Option<()> {
     }
 }
 
-/// Presence (Chat only): `observers` users online, then `joiners` more
-/// come online spread over `join_window`. Every observer records, for each
-/// joiner, the time from the joiner's `hello` to the presence frame that
-/// names it, and when each presence frame arrived.
+/// Presence: `observers` users online, then `joiners` more come online
+/// spread over `join_window`. Every observer records, for each joiner, the
+/// time from the joiner's `hello` to the presence frame that names it, and
+/// when each presence frame arrived. `target` is the relay or the floor
+/// (whose clients send their own row instead of signing in); socket.io has
+/// no presence.
 pub async fn presence(
+    target: Target,
     server: SocketAddr,
     observers: usize,
     joiners: usize,
     join_window: Duration,
     accounts: &[Account],
 ) -> Result<Value> {
+    if target == Target::Socketio {
+        bail!("the socket.io peer has no presence");
+    }
     if accounts.len() < observers + joiners {
         bail!(
             "presence needs {} accounts; {} given",
@@ -610,7 +617,7 @@ pub async fn presence(
         let missing_ids = missing_ids.clone();
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await?;
-            let mut client = connect_one(Target::Chat, server, index, Some(&account)).await?;
+            let mut client = observer(target, server, index, &account).await?;
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
             // Recorded into a histogram after the burst, not during it.
@@ -623,7 +630,7 @@ pub async fn presence(
             tokio::pin!(stopped);
             loop {
                 tokio::select! {
-                    frame = client.ws.next() => {
+                    frame = client.next() => {
                         let text = match frame {
                             Some(Ok(Message::Text(text))) => text,
                             Some(Ok(_)) => continue,
@@ -697,8 +704,8 @@ pub async fn presence(
         let index = observers + k;
         tasks.spawn(async move {
             tokio::time::sleep_until(instant_at(t0 + k as u64 * step).into()).await;
-            let mut client = joiner(server, index, &account, &hello_at[k]).await?;
-            let welcome = crate::client::next_text(&mut client, Target::Chat).await?;
+            let mut client = joiner(target, server, index, &account, &hello_at[k]).await?;
+            let welcome = crate::client::next_text(&mut client, target).await?;
             let took = now_nanos().saturating_sub(hello_at[k].load(Ordering::Relaxed));
             welcomes
                 .lock()
@@ -782,7 +789,6 @@ pub async fn presence(
     }))
 }
 
-/// A joining client: its hello time is recorded just before the hello goes.
 /// The round trip of a 100-byte message between two threads over one
 /// loopback TCP connection, each blocked in `recv` until the bytes come,
 /// `rate` times a second (so that both sleep in between, as in the
@@ -831,24 +837,78 @@ pub fn loopback(count: usize, rate: f64) -> Result<Value> {
     Ok(json!({ "round_trip": quantiles_ms(&round_trip), "rate": rate }))
 }
 
+/// An online observer of the presence burst, greeted.
+async fn observer(
+    target: Target,
+    server: SocketAddr,
+    index: usize,
+    account: &Account,
+) -> Result<crate::client::Sock> {
+    if target == Target::Chat {
+        return Ok(connect_one(target, server, index, Some(account)).await?.ws);
+    }
+    let mut last = None;
+    for attempt in 0..3 {
+        let greeted = async {
+            let mut ws = crate::client::open(server, index, "/presence", &[]).await?;
+            ws.send(Message::text(floor_row(account))).await?;
+            let welcome = crate::client::next_text(&mut ws, target).await?;
+            if !welcome.starts_with(r#"{"type":"welcome""#) {
+                bail!("expected welcome, got {welcome}");
+            }
+            anyhow::Ok(ws)
+        };
+        match greeted.await {
+            Ok(ws) => return Ok(ws),
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    Err(last.expect("three attempts were made"))
+}
+
+/// A joining client: its hello time is recorded just before the hello (on
+/// the floor, its row) goes.
 async fn joiner(
+    target: Target,
     server: SocketAddr,
     index: usize,
     account: &Account,
     hello_at: &AtomicU64,
 ) -> Result<crate::client::Sock> {
-    let headers = [
-        ("Origin", format!("http://{server}")),
-        ("Cookie", account.cookie.clone()),
-    ];
-    let mut ws = crate::client::open(server, index, "/ws", &headers).await?;
-    let hello = shared::protocol::ClientMsg::Hello {
-        protocol: shared::protocol::PROTOCOL_VERSION,
-        resume: vec![],
+    let (mut ws, hello) = if target == Target::Chat {
+        let headers = [
+            ("Origin", format!("http://{server}")),
+            ("Cookie", account.cookie.clone()),
+        ];
+        let ws = crate::client::open(server, index, "/ws", &headers).await?;
+        let hello = shared::protocol::ClientMsg::Hello {
+            protocol: shared::protocol::PROTOCOL_VERSION,
+            resume: vec![],
+        };
+        (ws, hello.encode())
+    } else {
+        let ws = crate::client::open(server, index, "/presence", &[]).await?;
+        (ws, floor_row(account))
     };
     hello_at.store(now_nanos(), Ordering::Relaxed);
-    ws.send(Message::text(hello.encode())).await?;
+    ws.send(Message::text(hello)).await?;
     Ok(ws)
+}
+
+/// The online-list row the relay would write for `account`, which a
+/// floor client sends as its first frame: the floor carries the same bytes.
+fn floor_row(account: &Account) -> String {
+    let palette = shared::protocol::PALETTE;
+    let user = shared::protocol::User {
+        id: shared::protocol::UserId(account.id),
+        name: account.name.clone(),
+        color: palette[account.id as usize % palette.len()].to_string(),
+    };
+    serde_json::to_string(&shared::protocol::user_rows::row(&user))
+        .expect("a row always serializes")
 }
 
 #[cfg(test)]

@@ -406,7 +406,7 @@ fn report_again() -> Result<()> {
             "coalescing" => r.coalescing.push((kind, v)),
             "latency" => r.latency.push((kind, v)),
             "unloaded" => r.unloaded.push((kind, v)),
-            "presence" => r.presence.push(v),
+            "presence" => r.presence.push((kind, v)),
             _ => {
                 if let Some(d) = scenario.strip_prefix("throughput-") {
                     r.growth_throughput.push((kind, d.parse()?, v));
@@ -447,7 +447,7 @@ struct Results {
     unloaded: Vec<(Kind, Value)>,
     /// No server: the loopback round trip between two blocked threads.
     loopback: Vec<Value>,
-    presence: Vec<Value>,
+    presence: Vec<(Kind, Value)>,
     growth_throughput: Vec<(Kind, usize, Value)>,
     growth_latency: Vec<(Kind, f64, Value)>,
     /// When the runs were made (UTC day).
@@ -628,21 +628,25 @@ impl Bench {
                 "round {rep} of {}: presence, {} online, {} joining within a second",
                 plan.reps, plan.observers, plan.joiners
             ));
-            let relay = self.start(Kind::Chat)?;
-            let v = self.load(&[
-                "presence",
-                "--server",
-                &relay.addr.to_string(),
-                "--observers",
-                &plan.observers.to_string(),
-                "--joiners",
-                &plan.joiners.to_string(),
-                "--accounts",
-                &self.accounts.to_string_lossy(),
-            ])?;
-            relay.stop()?;
-            results.raw.push(tag("presence", Kind::Chat, &v));
-            results.presence.push(v);
+            for kind in [Kind::Chat, Kind::Floor] {
+                let server = self.start(kind)?;
+                let v = self.load(&[
+                    "presence",
+                    "--target",
+                    kind.target(),
+                    "--server",
+                    &server.addr.to_string(),
+                    "--observers",
+                    &plan.observers.to_string(),
+                    "--joiners",
+                    &plan.joiners.to_string(),
+                    "--accounts",
+                    &self.accounts.to_string_lossy(),
+                ])?;
+                server.stop()?;
+                results.raw.push(tag("presence", kind, &v));
+                results.presence.push((kind, v));
+            }
         }
         if !plan.growth_dialogs.is_empty() || !plan.growth_loads.is_empty() {
             cmd::step("growth: throughput by dialogs, latency by load");
@@ -1021,40 +1025,49 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         met: judge(unl(Chat) <= 100.0),
     });
     // Presence.
-    let pres = |p: &str| median_of(&r.presence, p);
-    let complete = every_join_seen(&r.presence);
+    let pres = |k, p: &str| med(&r.presence, k, p);
+    let seen = |k| {
+        let complete = every_join_seen(&r.presence, k);
+        let p99 = fmt(pres(k, "/latency/p99_ms"), "ms");
+        if complete {
+            p99
+        } else {
+            format!("{p99} (some joins never seen)")
+        }
+    };
     rows.push(Row {
         what: format!(
             "presence: {} online, {} join in 1 s; join seen, p99",
             fmt(plan.observers as f64, ""),
             fmt(plan.joiners as f64, "")
         ),
-        chat: format!(
-            "{}{}",
-            fmt(pres("/latency/p99_ms"), "ms"),
-            if complete {
-                ""
-            } else {
-                " (some joins never seen)"
-            }
-        ),
-        floor: "n/a".into(),
+        chat: seen(Chat),
+        floor: seen(Floor),
         peer: "n/a".into(),
         goal: format!(
             "≤ {} ms (batch + 100 ms), all seen",
             PRESENCE_BATCH_MS + 100.0
         ),
-        ratio: "–".into(),
-        met: judge(complete && pres("/latency/p99_ms") <= PRESENCE_BATCH_MS + 100.0),
+        ratio: format!(
+            "{} floor",
+            fmt(
+                pres(Chat, "/latency/p99_ms") / pres(Floor, "/latency/p99_ms"),
+                "×"
+            )
+        ),
+        met: judge(
+            every_join_seen(&r.presence, Chat)
+                && pres(Chat, "/latency/p99_ms") <= PRESENCE_BATCH_MS + 100.0,
+        ),
     });
     rows.push(Row {
         what: "presence: frames per client per second (most in any 1 s)".into(),
-        chat: fmt(pres("/max_presence_frames_per_s"), ""),
-        floor: "n/a".into(),
+        chat: fmt(pres(Chat, "/max_presence_frames_per_s"), ""),
+        floor: fmt(pres(Floor, "/max_presence_frames_per_s"), ""),
         peer: "n/a".into(),
         goal: "≤ 10".into(),
         ratio: "–".into(),
-        met: judge(pres("/max_presence_frames_per_s") <= 10.0),
+        met: judge(pres(Chat, "/max_presence_frames_per_s") <= 10.0),
     });
     // Write coalescing.
     let writes = |k| med(&r.coalescing, k, "/writes_per_delivered");
@@ -1274,12 +1287,13 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
     Ok(md)
 }
 
-/// Whether, in every presence round, every online client learned of
-/// every join.
-fn every_join_seen(rounds: &[Value]) -> bool {
+/// Whether, in every presence round of `kind`, every online client
+/// learned of every join.
+fn every_join_seen(rounds: &[(Kind, Value)], kind: Kind) -> bool {
     rounds
         .iter()
-        .all(|v| num(v, "/learned") == num(v, "/expected"))
+        .filter(|(k, _)| *k == kind)
+        .all(|(_, v)| num(v, "/learned") == num(v, "/expected"))
 }
 
 /// What the figures above do not show by themselves: runs in which the
@@ -1362,18 +1376,28 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(unl(Kind::Chat) / round_trip, "×"),
         )?;
     }
-    if !r.presence.is_empty() {
-        let pres = |p: &str| median_of(&r.presence, p);
-        let complete = every_join_seen(&r.presence);
+    for kind in [Kind::Chat, Kind::Floor] {
+        let rounds = r.presence.iter().filter(|(k, _)| *k == kind).count();
+        if rounds == 0 {
+            continue;
+        }
+        let pres = |p: &str| med(&r.presence, kind, p);
         writeln!(
             notes,
-            "- presence (medians of {} rounds): each newcomer's `welcome` (every online user) \
-             was {} KiB; from its `hello` to its `welcome` took p50 {} / p99 {} ms. {}",
-            r.presence.len(),
+            "- presence, {} ({}): each newcomer's `welcome` (every \
+             online user) was {} KiB; from its `hello` to its `welcome` took p50 {} / p99 {} \
+             ms; the newcomers' hellos spread over {} s. {}",
+            kind.title(),
+            if rounds == 1 {
+                "1 round".to_string()
+            } else {
+                format!("medians of {rounds} rounds")
+            },
             fmt(pres("/joiner_welcome_bytes_median") / 1024.0, ""),
             fmt(pres("/joiner_welcome/p50_ms"), ""),
             fmt(pres("/joiner_welcome/p99_ms"), ""),
-            if complete {
+            fmt(pres("/join_window_s"), ""),
+            if every_join_seen(&r.presence, kind) {
                 "In every round every online client saw every join."
             } else {
                 "In some round some online client missed a join (runs.json has which)."
@@ -1443,8 +1467,13 @@ const METHOD: &str = r#"
   records when each presence frame arrived; it scans only the joined users'
   ids out of each frame (by hand, checked against serde in a unit test), so
   that the load generator's CPU, taken from the relay's, goes to reading
-  rather than to decoding what it drops. Medians of the
-  rounds (not interleaved: only Chat has presence).
+  rather than to decoding what it drops. The same burst also runs against the
+  floor's presence route (`bench/src/floor/presence.rs`: each client sends its
+  own row, as the relay would write it, instead of signing in; the floor
+  answers with the same `welcome` and batches the same `presence` frames by
+  the relay's rule, but checks no session, keeps no users and encodes no
+  JSON; stock tungstenite framing, one task per socket). Chat and floor
+  rounds alternate; medians of the rounds.
 - **Write coalescing.** The dialogs again, each side keeping 8 messages in flight
   so that frames can queue for a socket; `perf stat` counts the server's `write`,
   `writev`, `sendto` and `sendmsg` calls during the measured window.

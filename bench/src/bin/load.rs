@@ -7,7 +7,7 @@
 //! load accounts --server ADDR --count N --out FILE
 //! load idle --target chat|floor|socketio --server ADDR --pid PID --checkpoints 1000,5000,15000 [--accounts FILE --users U]
 //! load dialogs --target … --server ADDR --pid PID --dialogs N (--window W | --rate R) [--count-writes]
-//! load presence --server ADDR --observers N --joiners M --accounts FILE
+//! load presence [--target chat|floor] --server ADDR --observers N --joiners M --accounts FILE
 //! load loopback [--count N --rate R]
 //! ```
 
@@ -92,8 +92,11 @@ enum Scenario {
         #[arg(long)]
         accounts: Option<PathBuf>,
     },
-    /// Chat only: a burst of users joining while many are online.
+    /// A burst of users joining while many are online (the relay, or the
+    /// floor's presence route with the same accounts' ids and names).
     Presence {
+        #[arg(long, value_enum, default_value = "chat")]
+        target: Target,
         #[arg(long)]
         server: SocketAddr,
         #[arg(long)]
@@ -204,6 +207,7 @@ async fn main() -> Result<()> {
             scenario::dialogs(target, server, pid, run, &accounts, count_writes).await?
         }
         Scenario::Presence {
+            target,
             server,
             observers,
             joiners,
@@ -211,7 +215,7 @@ async fn main() -> Result<()> {
             accounts: file,
         } => {
             let accounts = read_accounts(&file)?;
-            scenario::presence(server, observers, joiners, join_window, &accounts).await?
+            scenario::presence(target, server, observers, joiners, join_window, &accounts).await?
         }
         Scenario::Loopback { count, rate } => {
             tokio::task::spawn_blocking(move || scenario::loopback(count, rate)).await??
