@@ -269,19 +269,29 @@ async fn forward(
     writer.abort();
 }
 
-/// Feeds every queued frame that is ready, then flushes once.
+/// Writes the queue to the socket as it fills ([`write_ready`]).
 async fn write_loop(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<Message>) {
     while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take().or_else(|| queue.try_recv().ok()) {
-            if sink.feed(msg).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
+        if write_ready(&mut sink, first, &mut queue).await.is_err() {
             return;
         }
     }
+}
+
+/// Feeds `first` and every queued frame that is ready, then flushes once.
+async fn write_ready<S>(
+    sink: &mut S,
+    first: Message,
+    queue: &mut mpsc::Receiver<Message>,
+) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut next = Some(first);
+    while let Some(msg) = next.take().or_else(|| queue.try_recv().ok()) {
+        sink.feed(msg).await?;
+    }
+    sink.flush().await
 }
 
 #[cfg(test)]

@@ -77,13 +77,21 @@ async fn connect_one(
     index: usize,
     account: Option<&Account>,
 ) -> Result<Client> {
+    retrying(|| Client::connect(target, server, index, account)).await
+}
+
+/// Up to three tries of a socket's set-up, 100 ms and then 200 ms apart;
+/// the last error if none succeeds.
+async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T> {
     let mut last = None;
-    for attempt in 0..3 {
-        match Client::connect(target, server, index, account).await {
-            Ok(client) => return Ok(client),
+    for attempt_no in 0..3 {
+        match attempt().await {
+            Ok(done) => return Ok(done),
             Err(e) => {
                 last = Some(e);
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                tokio::time::sleep(Duration::from_millis(100 << attempt_no)).await;
             }
         }
     }
@@ -847,26 +855,16 @@ async fn observer(
     if target == Target::Chat {
         return Ok(connect_one(target, server, index, Some(account)).await?.ws);
     }
-    let mut last = None;
-    for attempt in 0..3 {
-        let greeted = async {
-            let mut ws = crate::client::open(server, index, "/presence", &[]).await?;
-            ws.send(Message::text(floor_row(account))).await?;
-            let welcome = crate::client::next_text(&mut ws, target).await?;
-            if !welcome.starts_with(r#"{"type":"welcome""#) {
-                bail!("expected welcome, got {welcome}");
-            }
-            anyhow::Ok(ws)
-        };
-        match greeted.await {
-            Ok(ws) => return Ok(ws),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
+    retrying(|| async {
+        let mut ws = crate::client::open(server, index, "/presence", &[]).await?;
+        ws.send(Message::text(floor_row(account))).await?;
+        let welcome = crate::client::next_text(&mut ws, target).await?;
+        if !welcome.starts_with(r#"{"type":"welcome""#) {
+            bail!("expected welcome, got {welcome}");
         }
-    }
-    Err(last.expect("three attempts were made"))
+        Ok(ws)
+    })
+    .await
 }
 
 /// A joining client: its hello time is recorded just before the hello (on

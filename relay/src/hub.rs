@@ -121,8 +121,6 @@ impl Hub {
             roster: None,
             presence_frame: None,
             deferred: Vec::new(),
-            deferred_conns: IdMap::default(),
-            hold_posts: false,
         };
         tokio::spawn(run(state, link.map(Replica::new), tick, rx, shutdown));
         Hub { tx }
@@ -157,13 +155,9 @@ struct State {
     presence_frame: Option<Bytes>,
     /// Frames held back until the hub has let the other connections run:
     /// a posted message's copy for the posting tab, and whatever follows
-    /// it for that tab in the same turn ([`State::dispatch`]).
+    /// it for that tab in the same turn ([`State::dispatch`]). Only after
+    /// a lone command, so it holds a few frames at most.
     deferred: Vec<(ConnId, Message)>,
-    /// The connections with frames in `deferred`.
-    deferred_conns: IdMap<ConnId, ()>,
-    /// Whether this turn's dispatch holds posted messages back for their
-    /// posting tabs: only after a lone command.
-    hold_posts: bool,
 }
 
 /// What the hub keeps in cluster mode.
@@ -217,19 +211,19 @@ async fn run(
         // A presence batch goes out as soon as it may (SPEC U4), not at the
         // next beat of the ticker.
         let presence_at = state.presence_at(now_millis()).filter(|_| local);
+        // A lone command: the runtime has threads asleep, and the posting
+        // tab's copy waits its turn (`State::dispatch`).
+        let mut lone = false;
         tokio::select! {
             command = rx.recv() => {
                 let Some(command) = command else { break };
                 state.command(command, replica.as_mut()).await;
                 // Drain what else is waiting before writing, so bursts batch.
-                let mut more = false;
+                lone = true;
                 while let Ok(command) = rx.try_recv() {
                     state.command(command, replica.as_mut()).await;
-                    more = true;
+                    lone = false;
                 }
-                // A lone command: the runtime has threads asleep, and the
-                // posting tab's copy waits its turn (`State::dispatch`).
-                state.hold_posts = !more;
             }
             from_log = next_events(&mut replica) => {
                 let (Some(from_log), Some(replica)) = (from_log, replica.as_mut()) else { break };
@@ -265,8 +259,7 @@ async fn run(
             }
         }
         loop {
-            let mut slow = state.dispatch();
-            state.hold_posts = false;
+            let mut slow = state.dispatch(std::mem::take(&mut lone));
             if slow.is_empty() && !state.deferred.is_empty() {
                 // The recipients' tasks, woken by their copies, write them
                 // before the posting tabs' confirmations are queued.
@@ -588,13 +581,13 @@ impl State {
     /// longer). Busy turns queue everything at once: their threads are
     /// awake, and holding back a flood of frames for one tab would pour
     /// them into its queue together.
-    fn dispatch(&mut self) -> Vec<ConnId> {
+    fn dispatch(&mut self, hold_posts: bool) -> Vec<ConnId> {
         let mut slow = Vec::new();
         for effect in self.core.take_outbound() {
             match effect {
                 Outbound::Send { to, msg } => {
                     let hold_first =
-                        self.hold_posts && matches!(msg, ServerMsg::Message { .. }) && to.len() > 1;
+                        hold_posts && matches!(msg, ServerMsg::Message { .. }) && to.len() > 1;
                     // Serialized once, and only if someone here gets it;
                     // each recipient's frame shares the bytes.
                     let mut frame = None;
@@ -608,8 +601,7 @@ impl State {
                             }
                             Message::text(msg.encode())
                         });
-                        if (i == 0 && hold_first) || self.deferred_conns.contains_key(&conn) {
-                            self.deferred_conns.insert(conn, ());
+                        if (i == 0 && hold_first) || self.holds(conn) {
                             self.deferred.push((conn, frame.clone()));
                         } else if !offer(&self.metrics, handle, frame.clone()) {
                             slow.push(conn);
@@ -631,7 +623,7 @@ impl State {
                         }
                     };
                     let frame = Message::text(encoded.welcome(&welcome.me, &welcome.conversations));
-                    if self.deferred_conns.contains_key(&conn) {
+                    if self.holds(conn) {
                         self.deferred.push((conn, frame));
                     } else if !offer(&self.metrics, handle, frame) {
                         slow.push(conn);
@@ -639,19 +631,8 @@ impl State {
                 }
                 Outbound::Close { conn, code, reason } => {
                     // What was queued for it goes before the close.
-                    if self.deferred_conns.remove(&conn).is_some() {
-                        let (held, rest) = std::mem::take(&mut self.deferred)
-                            .into_iter()
-                            .partition(|(c, _)| *c == conn);
-                        self.deferred = rest;
-                        if let Some(handle) = self.conns.get(&conn) {
-                            for (_, frame) in held {
-                                // A full queue: the close ends it anyway.
-                                if !offer(&self.metrics, handle, frame) {
-                                    break;
-                                }
-                            }
-                        }
+                    if self.holds(conn) {
+                        slow.extend(self.release_deferred());
                     }
                     if let Some(handle) = self.conns.remove(&conn) {
                         let _ = handle.close.send(CloseOrder::Close(code, reason));
@@ -675,8 +656,12 @@ impl State {
                 }
             }
         }
-        self.deferred_conns.clear();
         slow
+    }
+
+    /// Whether frames for `conn` are held back this turn.
+    fn holds(&self, conn: ConnId) -> bool {
+        self.deferred.iter().any(|(c, _)| *c == conn)
     }
 }
 

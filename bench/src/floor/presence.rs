@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::OUTBOUND_QUEUE;
+use super::{write_ready, OUTBOUND_QUEUE};
 
 /// The relay's presence batch interval (its `--presence-batch` default).
 pub const BATCH: Duration = Duration::from_millis(100);
@@ -121,15 +121,7 @@ pub(super) async fn serve(on_upgrade: OnUpgrade, key: u64, events: mpsc::Unbound
                 Some(Ok(_)) => {}
             },
             Some(first) = queue.recv() => {
-                let mut next = Some(first);
-                let mut fed = Ok(());
-                while let Some(msg) = next.take().or_else(|| queue.try_recv().ok()) {
-                    fed = ws.feed(msg).await;
-                    if fed.is_err() {
-                        break;
-                    }
-                }
-                if fed.is_err() || ws.flush().await.is_err() {
+                if write_ready(&mut ws, first, &mut queue).await.is_err() {
                     break;
                 }
             }
