@@ -21,9 +21,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use base64::Engine as _;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -36,7 +38,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 /// An upgraded WebSocket.
-pub type WebSocket = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>;
+pub type WebSocket = WebSocketStream<Coalesce<Transport>>;
 
 /// Bytes read from the socket at a time, allocated with every connection.
 /// Client frames are small (a hello, a message, a typing signal); a larger
@@ -154,7 +156,7 @@ impl Upgrade {
             async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let io = Coalesce::new(TokioIo::new(upgraded));
+                        let io = Coalesce::new(Transport::new(upgraded));
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                         serve(socket).await;
@@ -308,6 +310,101 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
             }
             n -= chunk.len();
             self.chunks.pop_front();
+        }
+    }
+}
+
+/// The socket under a WebSocket: the TCP stream itself once hyper has let
+/// go of it, so that every read and write is a direct call rather than one
+/// through hyper's boxed connection and the replay buffer it keeps in front
+/// of it; hyper's connection only when it does not hold a TCP stream.
+#[derive(Debug)]
+pub enum Transport {
+    /// The stream, and the bytes hyper read past the request (a client may
+    /// send its first frame without waiting for the 101), read first.
+    Tcp {
+        stream: TcpStream,
+        read_first: Bytes,
+    },
+    /// Any other connection, as hyper hands it over.
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl Transport {
+    /// The TCP stream under `upgraded` if that is what it is.
+    pub fn new(upgraded: Upgraded) -> Self {
+        match upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => Transport::Tcp {
+                stream: parts.io.into_inner(),
+                // A copy: the bytes are a view into hyper's read buffer,
+                // which would stay allocated, unused, as long as they do.
+                read_first: Bytes::copy_from_slice(&parts.read_buf),
+            },
+            Err(upgraded) => Transport::Upgraded(TokioIo::new(upgraded)),
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp { stream, read_first } => {
+                if read_first.is_empty() {
+                    return Pin::new(stream).poll_read(cx, buf);
+                }
+                let n = read_first.len().min(buf.remaining());
+                buf.put_slice(&read_first.split_to(n));
+                if read_first.is_empty() {
+                    *read_first = Bytes::new();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Transport::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp { stream, .. } => Pin::new(stream).poll_write(cx, data),
+            Transport::Upgraded(io) => Pin::new(io).poll_write(cx, data),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp { stream, .. } => Pin::new(stream).poll_write_vectored(cx, slices),
+            Transport::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, slices),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Tcp { stream, .. } => stream.is_write_vectored(),
+            Transport::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp { stream, .. } => Pin::new(stream).poll_flush(cx),
+            Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp { stream, .. } => Pin::new(stream).poll_shutdown(cx),
+            Transport::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }

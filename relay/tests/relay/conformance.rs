@@ -59,3 +59,60 @@ async fn autobahn_cases_1_to_10_pass() {
     let _ = std::fs::remove_dir_all(&reports);
     assert!(bad.is_empty(), "{} cases not passed: {bad:?}", bad.len());
 }
+
+/// A client may send its first frame right behind the upgrade request,
+/// without waiting for the 101: hyper reads it together with the request,
+/// and the socket must still deliver it first (RFC 6455 §4.1 lets a client
+/// do so). One write carries both; the echo must come back whole.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        warp::serve(relay::conformance::echo())
+            .incoming(listener)
+            .run(),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes();
+    // A masked text frame "early".
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(b"early".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    tcp.write_all(&bytes).await.unwrap();
+
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let want = |got: &[u8]| {
+        let head = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let rest = &got[head + 4..];
+        (rest.len() >= 7).then(|| (got[..head].to_vec(), rest[..7].to_vec()))
+    };
+    let (head, frame) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Some(parts) = want(&got) {
+                break parts;
+            }
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before the echo: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the early frame was never echoed");
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(frame, [&[0x81, 5][..], b"early"].concat());
+    server.abort();
+}
