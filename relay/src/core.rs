@@ -12,6 +12,7 @@
 //! bus, resends, endings, leaving, groups), R2 (resume), L2 (participants
 //! only), L4 (rate limit), L5 (caps).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,9 +284,10 @@ impl History {
             let Some(old) = self.messages.pop_front() else {
                 break;
             };
-            let key = (old.author, old.client_id);
-            if self.sent.get(&key) == Some(&old.seq) {
-                self.sent.remove(&key);
+            if let Entry::Occupied(entry) = self.sent.entry((old.author, old.client_id)) {
+                if *entry.get() == old.seq {
+                    entry.remove();
+                }
             }
         }
     }
