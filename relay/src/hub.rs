@@ -207,10 +207,21 @@ async fn run(
         .map_or(Duration::from_secs(3600), |r| r.link.snapshot_interval);
     let mut snapshots = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Made once, not in every turn: a turn per command at most costs the
+    // registration of a timer and of a shutdown waiter otherwise.
+    let shutdown = shutdown.recv();
+    tokio::pin!(shutdown);
+    let presence_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(presence_timer);
+    let mut presence_armed = None;
     loop {
         // A presence batch goes out as soon as it may (SPEC U4), not at the
         // next beat of the ticker.
         let presence_at = state.presence_at(now_millis()).filter(|_| local);
+        if let Some(at) = presence_at.filter(|at| presence_armed != Some(*at)) {
+            presence_timer.as_mut().reset(deadline_of_millis(at));
+            presence_armed = Some(at);
+        }
         // A lone command: the runtime has threads asleep, and the posting
         // tab's copy waits its turn (`State::dispatch`).
         let mut lone = false;
@@ -248,12 +259,13 @@ async fn run(
                 state.core.expire(now);
                 state.send_presence(now);
             }
-            () = sleep_until_millis(presence_at), if presence_at.is_some() => {
+            () = &mut presence_timer, if presence_at.is_some() => {
+                presence_armed = None;
                 state.send_presence(now_millis());
             }
             // Everything applied so far was dispatched at the end of the
             // last turn, so each close order comes after those frames.
-            () = shutdown.recv(), if !state.closing => {
+            () = &mut shutdown, if !state.closing => {
                 state.closing = true;
                 state.close_all();
             }
@@ -330,16 +342,11 @@ fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Sleeps until the wall clock reads `at` (Unix milliseconds): at least
-/// until then, so that [`now_millis`] on waking is `at` or later; never,
-/// given `None`.
-async fn sleep_until_millis(at: Option<Millis>) {
-    match at {
-        Some(at) => {
-            tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_millis()))).await
-        }
-        None => std::future::pending().await,
-    }
+/// The moment on the runtime's clock when the wall clock reads `at` (Unix
+/// milliseconds): not before, so that [`now_millis`] on waking is `at` or
+/// later.
+fn deadline_of_millis(at: Millis) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_millis()))
 }
 
 /// The next batch read from the cluster's log; never, on a single relay.
