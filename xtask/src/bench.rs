@@ -15,6 +15,12 @@
 //! memory goal of issue 7 in a minute or two), prints the figures and the
 //! ratio, and writes `target/bench/idle.json`; BENCHMARKS.md is left alone.
 //!
+//! `--instructions [--against RELAY]...` counts the relay's user-space
+//! instructions per message under callgrind, saturated by dialogs: a figure
+//! that repeats to within a percent where timings vary by tens, for
+//! comparing a change against another build of the relay
+//! ([`instructions`]).
+//!
 //! `--quick` is a smoke run (debug build, a few hundred messages through
 //! each server, the report written to `target/bench/BENCHMARKS.quick.md`)
 //! with no timing goals checked; it fails if any server or run fails.
@@ -227,6 +233,7 @@ struct Bench {
 pub fn bench(args: &[String]) -> Result<()> {
     let mut plan = Plan::full();
     let mut idle_only = false;
+    let mut instructions_of: Option<Vec<PathBuf>> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -240,7 +247,17 @@ pub fn bench(args: &[String]) -> Result<()> {
             }
             "--report" => return report_again(),
             "--idle" => idle_only = true,
-            other => bail!("unknown flag {other:?} (--quick, --idle, --reps N, --report)"),
+            "--instructions" => instructions_of = Some(instructions_of.unwrap_or_default()),
+            "--against" => {
+                let path = it.next().context("--against needs a relay binary")?;
+                instructions_of
+                    .get_or_insert_with(Vec::new)
+                    .push(PathBuf::from(path));
+            }
+            other => bail!(
+                "unknown flag {other:?} (--quick, --idle, --instructions [--against RELAY]..., \
+                 --reps N, --report)"
+            ),
         }
     }
     let started = Instant::now();
@@ -269,6 +286,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     cmd::run(&mut build)?;
     if idle_only {
         return idle_rounds(root, profile, plan);
+    }
+    if let Some(against) = instructions_of {
+        return instructions(root, profile, plan, against);
     }
     cmd::step("the socket.io peer");
     setup::ensure_socketio_peer()?;
@@ -307,6 +327,82 @@ pub fn bench(args: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Dialogs of the instruction count: enough to keep the relay busy under
+/// callgrind (which runs it some 50 times slower) with batched turns, as
+/// under full load.
+const INSTRUCTION_DIALOGS: usize = 50;
+/// Messages the relay has stamped before the count begins (set-up done,
+/// the flow steady).
+const INSTRUCTION_WARMUP_MESSAGES: u64 = 2_000;
+/// How long instructions are counted.
+const INSTRUCTION_WINDOW: Duration = Duration::from_secs(4);
+
+/// `--instructions`: the user-space instructions the relay executes per
+/// message it stamps, under valgrind's callgrind, for this build and each
+/// `against` build, alternated over `plan.reps` rounds. Callgrind counts
+/// instructions, not time, so the figure repeats to within about a
+/// percent on a machine whose timings vary by tens; kernel work (the
+/// socket calls) is not in it. Writes `target/bench/instructions.json`.
+fn instructions(root: PathBuf, profile: &str, plan: Plan, against: Vec<PathBuf>) -> Result<()> {
+    let reps = plan.reps;
+    let bench = Bench::new(&root, profile, plan, "-instructions")?;
+    bench.sign_up(INSTRUCTION_DIALOGS * 2)?;
+    let mut relays = vec![bench.bin.join("relay")];
+    relays.extend(against);
+    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); relays.len()];
+    for rep in 1..=reps {
+        for (relay, figures) in relays.iter().zip(&mut figures) {
+            cmd::step(&format!(
+                "round {rep} of {reps}: instructions per message, {}",
+                relay.display()
+            ));
+            let per_message = bench.instructions_per_message(relay)?;
+            println!("{per_message:.0} instructions per message");
+            figures.push(per_message);
+        }
+    }
+    let base = median(figures[0].clone());
+    let mut rows = Vec::new();
+    for (relay, figures) in relays.iter().zip(&figures) {
+        let m = median(figures.clone());
+        println!(
+            "{}: {m:.0} instructions per message (median of {reps}), {:.3}x this build",
+            relay.display(),
+            m / base
+        );
+        rows.push(serde_json::json!({
+            "relay": relay.display().to_string(),
+            "per_message": figures,
+            "median": m,
+            "ratio_to_this_build": m / base,
+        }));
+    }
+    std::fs::write(
+        bench.out.join("instructions.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    Ok(())
+}
+
+/// `chat_messages_relayed_total` from the relay's `/metrics`.
+fn messages_relayed(addr: SocketAddr) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(START_TIMEOUT))?;
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("chat_messages_relayed_total "))
+        .context("no chat_messages_relayed_total in /metrics")?
+        .trim()
+        .parse()
+        .context("chat_messages_relayed_total is not a number")
 }
 
 /// `--idle`: the idle rounds only, the relay and the floor interleaved,
@@ -759,6 +855,112 @@ impl Bench {
         let out = cmd::run_tee(&mut command).context("a benchmark run failed")?;
         let last = out.lines().last().unwrap_or_default();
         serde_json::from_str(last).with_context(|| format!("the load generator said: {out}"))
+    }
+
+    /// One callgrind count: `relay` under callgrind with instrumentation
+    /// off, dialogs at one message in flight per side, then instructions
+    /// counted over [`INSTRUCTION_WINDOW`] once the flow is steady, and
+    /// divided by the messages the relay stamped in it.
+    fn instructions_per_message(&self, relay: &Path) -> Result<f64> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let profile = self.out.join("callgrind.out");
+        let dump = PathBuf::from(format!("{}.1", profile.display()));
+        let _ = std::fs::remove_file(&profile);
+        let _ = std::fs::remove_file(&dump);
+        let log = std::fs::File::create(self.out.join("callgrind.log"))?;
+        let child = Command::new("valgrind")
+            .args(["--tool=callgrind", "--instr-atstart=no"])
+            .arg(format!("--callgrind-out-file={}", profile.display()))
+            .arg(relay)
+            .args(["--listen", &addr.to_string(), "--static-dir"])
+            .arg(self.out.join("no-app"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(RELAY_FLAGS)
+            // The relay sets these itself by starting itself again, which
+            // would leave valgrind behind.
+            .env("MIMALLOC_PURGE_DELAY", "0")
+            .env("MIMALLOC_ALLOW_THP", "0")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the relay under valgrind (is valgrind installed?)")?;
+        let server = Server {
+            kind: Kind::Chat,
+            child,
+            addr,
+        };
+        let deadline = Instant::now() + START_TIMEOUT * 3;
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("the relay did not start under valgrind: see target/bench/callgrind.log");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pid = server.pid().to_string();
+        let mut load = Command::new(self.bin.join("load"))
+            .args(["dialogs", "--target", "chat", "--server", &addr.to_string()])
+            .args([
+                "--pid",
+                &pid,
+                "--window",
+                "1",
+                "--warmup",
+                "1s",
+                "--measure",
+                "600s",
+            ])
+            .args(["--dialogs", &INSTRUCTION_DIALOGS.to_string(), "--accounts"])
+            .arg(&self.accounts)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the load generator")?;
+        let counted = (|| -> Result<(u64, u64)> {
+            let deadline = Instant::now() + START_TIMEOUT * 3;
+            while messages_relayed(addr)? < INSTRUCTION_WARMUP_MESSAGES {
+                if Instant::now() > deadline || load.try_wait()?.is_some() {
+                    bail!("no steady flow of messages through the relay under valgrind");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let control = |args: &[&str]| {
+                cmd::run(
+                    Command::new("callgrind_control")
+                        .args(args)
+                        .arg(&pid)
+                        .stdout(Stdio::null()),
+                )
+            };
+            let before = messages_relayed(addr)?;
+            control(&["--instr=on"])?;
+            std::thread::sleep(INSTRUCTION_WINDOW);
+            control(&["--instr=off"])?;
+            let after = messages_relayed(addr)?;
+            control(&["--dump"])?;
+            Ok((before, after))
+        })();
+        let _ = load.kill();
+        let _ = load.wait();
+        server.stop()?;
+        let (before, after) = counted?;
+        // The dump holds the counted window; the profile written at exit,
+        // what came after it.
+        let dumped = std::fs::read_to_string(&dump).context("reading callgrind's dump")?;
+        let total: f64 = dumped
+            .lines()
+            .find_map(|line| line.strip_prefix("totals: "))
+            .context("no totals in callgrind's dump")?
+            .trim()
+            .parse()
+            .context("callgrind's totals are not a number")?;
+        let messages = after.saturating_sub(before);
+        if messages == 0 {
+            bail!("no messages were stamped while instructions were counted");
+        }
+        Ok(total / messages as f64)
     }
 
     fn start(&self, kind: Kind) -> Result<Server> {
