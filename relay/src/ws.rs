@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
@@ -154,13 +154,14 @@ impl Upgrade {
         };
         tokio::spawn(
             async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        let io = Coalesce::new(Transport::new(upgraded));
+                match on_upgrade.await.map(Transport::new) {
+                    Ok(Some(transport)) => {
+                        let io = Coalesce::new(transport);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                         serve(socket).await;
                     }
+                    Ok(None) => warn!("an upgraded connection that is not a TCP stream"),
                     Err(e) => debug!(error = %e, "upgrade failed"),
                 }
             }
@@ -314,34 +315,29 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
     }
 }
 
-/// The socket under a WebSocket: the TCP stream itself once hyper has let
-/// go of it, so that every read and write is a direct call rather than one
-/// through hyper's boxed connection and the replay buffer it keeps in front
-/// of it; hyper's connection only when it does not hold a TCP stream.
+/// The socket under a WebSocket: the TCP stream itself, taken back from
+/// hyper once it has let go of the connection, so that every read and write
+/// is a direct call rather than one through hyper's boxed connection and
+/// the replay buffer it keeps in front of it.
 #[derive(Debug)]
-pub enum Transport {
-    /// The stream, and the bytes hyper read past the request (a client may
-    /// send its first frame without waiting for the 101), read first.
-    Tcp {
-        stream: TcpStream,
-        read_first: Bytes,
-    },
-    /// Any other connection, as hyper hands it over.
-    Upgraded(TokioIo<Upgraded>),
+pub struct Transport {
+    stream: TcpStream,
+    /// The bytes hyper read past the request (a client may send its first
+    /// frame without waiting for the 101), read first.
+    read_first: Bytes,
 }
 
 impl Transport {
-    /// The TCP stream under `upgraded` if that is what it is.
-    pub fn new(upgraded: Upgraded) -> Self {
-        match upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
-            Ok(parts) => Transport::Tcp {
-                stream: parts.io.into_inner(),
-                // A copy: the bytes are a view into hyper's read buffer,
-                // which would stay allocated, unused, as long as they do.
-                read_first: Bytes::copy_from_slice(&parts.read_buf),
-            },
-            Err(upgraded) => Transport::Upgraded(TokioIo::new(upgraded)),
-        }
+    /// The TCP stream under `upgraded`; `None` if it is not one (the relay
+    /// only listens on TCP).
+    pub fn new(upgraded: Upgraded) -> Option<Self> {
+        let parts = upgrade::downcast::<TokioIo<TcpStream>>(upgraded).ok()?;
+        Some(Transport {
+            stream: parts.io.into_inner(),
+            // A copy: the bytes are a view into hyper's read buffer, which
+            // would stay allocated, unused, as long as they do.
+            read_first: Bytes::copy_from_slice(&parts.read_buf),
+        })
     }
 }
 
@@ -351,20 +347,16 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Tcp { stream, read_first } => {
-                if read_first.is_empty() {
-                    return Pin::new(stream).poll_read(cx, buf);
-                }
-                let n = read_first.len().min(buf.remaining());
-                buf.put_slice(&read_first.split_to(n));
-                if read_first.is_empty() {
-                    *read_first = Bytes::new();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Transport::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        let this = self.get_mut();
+        if this.read_first.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
+        let n = this.read_first.len().min(buf.remaining());
+        buf.put_slice(&this.read_first.split_to(n));
+        if this.read_first.is_empty() {
+            this.read_first = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -374,38 +366,23 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Tcp { stream, .. } => Pin::new(stream).poll_write(cx, data),
-            Transport::Upgraded(io) => Pin::new(io).poll_write(cx, data),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         slices: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Tcp { stream, .. } => Pin::new(stream).poll_write_vectored(cx, slices),
-            Transport::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, slices),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, slices)
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Transport::Tcp { stream, .. } => stream.is_write_vectored(),
-            Transport::Upgraded(io) => io.is_write_vectored(),
-        }
+        self.stream.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Tcp { stream, .. } => Pin::new(stream).poll_flush(cx),
-            Transport::Upgraded(io) => Pin::new(io).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Tcp { stream, .. } => Pin::new(stream).poll_shutdown(cx),
-            Transport::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

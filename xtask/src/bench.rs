@@ -862,44 +862,27 @@ impl Bench {
     /// counted over [`INSTRUCTION_WINDOW`] once the flow is steady, and
     /// divided by the messages the relay stamped in it.
     fn instructions_per_message(&self, relay: &Path) -> Result<f64> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let profile = self.out.join("callgrind.out");
         let dump = PathBuf::from(format!("{}.1", profile.display()));
         let _ = std::fs::remove_file(&profile);
         let _ = std::fs::remove_file(&dump);
-        let log = std::fs::File::create(self.out.join("callgrind.log"))?;
-        let child = Command::new("valgrind")
+        let mut valgrind = Command::new("valgrind");
+        valgrind
             .args(["--tool=callgrind", "--instr-atstart=no"])
             .arg(format!("--callgrind-out-file={}", profile.display()))
             .arg(relay)
-            .args(["--listen", &addr.to_string(), "--static-dir"])
-            .arg(self.out.join("no-app"))
-            .arg("--db")
-            .arg(&self.db)
-            .args(RELAY_FLAGS)
             // The relay sets these itself by starting itself again, which
             // would leave valgrind behind.
             .env("MIMALLOC_PURGE_DELAY", "0")
-            .env("MIMALLOC_ALLOW_THP", "0")
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the relay under valgrind (is valgrind installed?)")?;
+            .env("MIMALLOC_ALLOW_THP", "0");
+        let (child, addr) = self
+            .spawn_relay(valgrind, "callgrind.log", START_TIMEOUT * 3)
+            .context("the relay under valgrind (is valgrind installed?)")?;
         let server = Server {
             kind: Kind::Chat,
             child,
             addr,
         };
-        let deadline = Instant::now() + START_TIMEOUT * 3;
-        while TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("the relay did not start under valgrind: see target/bench/callgrind.log");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let pid = server.pid().to_string();
         let mut load = Command::new(self.bin.join("load"))
             .args(["dialogs", "--target", "chat", "--server", &addr.to_string()])
@@ -963,37 +946,50 @@ impl Bench {
         Ok(total / messages as f64)
     }
 
-    fn start(&self, kind: Kind) -> Result<Server> {
-        let log = std::fs::File::create(self.out.join(format!("{}.log", kind.name())))?;
-        let (child, addr) = match kind {
-            Kind::Chat => {
-                let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-                let child = Command::new(self.bin.join("relay"))
-                    .args(["--listen", &addr.to_string(), "--static-dir"])
-                    .arg(self.out.join("no-app"))
-                    .arg("--db")
-                    .arg(&self.db)
-                    .args(RELAY_FLAGS)
-                    .env("RUST_LOG", "warn")
-                    .env("NO_COLOR", "1")
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .context("starting the relay")?;
-                let deadline = Instant::now() + START_TIMEOUT;
-                while TcpStream::connect(addr).is_err() {
-                    if Instant::now() > deadline {
-                        bail!(
-                            "the relay did not start: see {}",
-                            self.out.join("chat.log").display()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                (child, addr)
+    /// Starts `command` (the relay, or a wrapper given the relay last) with
+    /// the relay's benchmark flags on a free port, its output in `log`, and
+    /// waits up to `patience` for it to listen.
+    fn spawn_relay(
+        &self,
+        mut command: Command,
+        log: &str,
+        patience: Duration,
+    ) -> Result<(Child, SocketAddr)> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = self.out.join(log);
+        let file = std::fs::File::create(&log)?;
+        let child = command
+            .args(["--listen", &addr.to_string(), "--static-dir"])
+            .arg(self.out.join("no-app"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(RELAY_FLAGS)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting the relay")?;
+        let deadline = Instant::now() + patience;
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("the relay did not start: see {}", log.display());
             }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((child, addr))
+    }
+
+    fn start(&self, kind: Kind) -> Result<Server> {
+        let (child, addr) = match kind {
+            Kind::Chat => self.spawn_relay(
+                Command::new(self.bin.join("relay")),
+                &format!("{}.log", kind.name()),
+                START_TIMEOUT,
+            )?,
             Kind::Floor | Kind::FloorConfirming | Kind::Socketio => {
+                let log = std::fs::File::create(self.out.join(format!("{}.log", kind.name())))?;
                 let mut command = if kind == Kind::Socketio {
                     let mut c = Command::new("node");
                     c.current_dir(setup::socketio_dir())

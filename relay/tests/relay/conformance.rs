@@ -3,13 +3,14 @@
 //! in echo mode (`relay::conformance`). Fails, never skips, without kosoku.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-/// SPEC L7: 0 FAILED and 0 UNCLEAN over the Autobahn cases 1–10.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autobahn_cases_1_to_10_pass() {
+/// The relay's transport in echo mode on a free port.
+async fn start_echo() -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
@@ -17,6 +18,13 @@ async fn autobahn_cases_1_to_10_pass() {
             .incoming(listener)
             .run(),
     );
+    (addr, server)
+}
+
+/// SPEC L7: 0 FAILED and 0 UNCLEAN over the Autobahn cases 1–10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_cases_1_to_10_pass() {
+    let (addr, server) = start_echo().await;
 
     let reports = std::env::temp_dir().join(format!("chat-autobahn-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&reports);
@@ -68,13 +76,7 @@ async fn autobahn_cases_1_to_10_pass() {
 async fn a_frame_sent_with_the_upgrade_request_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        warp::serve(relay::conformance::echo())
-            .incoming(listener)
-            .run(),
-    );
+    let (addr, server) = start_echo().await;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut bytes = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
