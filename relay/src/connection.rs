@@ -201,13 +201,27 @@ impl Connection {
                 Ok(None) => continue,
                 Err(end) => break end,
             };
-            // The hub takes the command; the socket goes on being written
-            // meanwhile, so a busy hub never holds up what this connection
-            // already has to send.
-            // Boxed: this future is the largest thing the task would
-            // otherwise hold for the connection's whole life.
-            let mut send = Box::pin(self.relay.hub().send(command));
-            if !self.link.writing_while(send.as_mut()).await {
+            // The hub takes the command at once while its queue has room.
+            // When it is full, the task waits for room and the socket goes
+            // on being written meanwhile, so a busy hub never holds up what
+            // this connection already has to send.
+            let taken = match self.relay.hub().try_send(command) {
+                Ok(taken) => {
+                    // A turn of the task's budget, as awaiting room would
+                    // take: a client that floods frames lets the task yield
+                    // now and then, so the hub's answers get written
+                    // between them instead of piling up in the queue.
+                    tokio::task::consume_budget().await;
+                    taken
+                }
+                Err(command) => {
+                    // Boxed: this future is the largest thing the task
+                    // would otherwise hold for the connection's whole life.
+                    let mut send = Box::pin(self.relay.hub().send(command));
+                    self.link.writing_while(send.as_mut()).await
+                }
+            };
+            if !taken {
                 break End::Close(close_code::SERVICE_RESTART, RESTARTING);
             }
         };

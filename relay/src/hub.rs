@@ -130,6 +130,17 @@ impl Hub {
     pub async fn send(&self, command: Command) -> bool {
         self.tx.send(command).await.is_ok()
     }
+
+    /// Sends a command if the hub's queue has room now: `Err` gives it
+    /// back when the queue is full (await [`Hub::send`] then), `Ok(false)`
+    /// if the hub has stopped.
+    pub fn try_send(&self, command: Command) -> Result<bool, Command> {
+        match self.tx.try_send(command) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(command)) => Err(command),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
+        }
+    }
 }
 
 /// The wall clock, in Unix milliseconds: read here, passed into the core.
