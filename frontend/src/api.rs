@@ -85,11 +85,31 @@ pub async fn login(name: &str, password: &str) -> Result<User, LoginError> {
 /// `GET /api/me`: `Ok(Some(user))` when signed in, `Ok(None)` when not,
 /// `Err` when the relay cannot be reached.
 pub async fn me() -> Result<Option<User>, ()> {
-    match call("GET", "/api/me", None).await {
+    let answer = match early_me().await {
+        Some(answer) => Some(answer),
+        None => call("GET", "/api/me", None).await,
+    };
+    match answer {
         Some((200, text)) => wire::decode_user(&text).map(Some).map_err(|_| ()),
         Some((401, _)) => Ok(None),
         _ => Err(()),
     }
+}
+
+/// The answer to the `GET /api/me` the page sent while the app was still
+/// loading (`window.chatMe`, a promise of `[status, body]` set by
+/// `index.html`), so the first check waits for no round trip of its own.
+/// Taken once: every later check asks the relay again.
+async fn early_me() -> Option<(u16, String)> {
+    let window = web_sys::window()?;
+    let key = wasm_bindgen::JsValue::from_str("chatMe");
+    let early = js_sys::Reflect::get(&window, &key).ok()?;
+    let promise: js_sys::Promise = early.dyn_into().ok()?;
+    js_sys::Reflect::delete_property(&window, &key).ok()?;
+    let answer: js_sys::Array = JsFuture::from(promise).await.ok()?.dyn_into().ok()?;
+    let status = answer.get(0).as_f64()?;
+    let body = answer.get(1).as_string()?;
+    Some((status as u16, body))
 }
 
 /// `POST /api/logout`.
