@@ -290,7 +290,15 @@ async fn l7_ten_thousand_malformed_frames() {
     assert!(errors > 9_000, "{errors} errors for {sent} frames");
     let (mut ws, _) = relay.tab(&alice).await;
     send(&mut ws, &ClientMsg::Ping { nonce: 2 }).await;
-    assert_eq!(recv(&mut ws).await, ServerMsg::Pong { nonce: 2 });
+    // The fuzzers' last tabs have just closed, and a mutant may have been a
+    // valid `open`: presence and conversation news can come before the pong.
+    loop {
+        match recv(&mut ws).await {
+            ServerMsg::Pong { nonce: 2 } => break,
+            ServerMsg::Error { kind, message, .. } => panic!("{kind:?}: {message}"),
+            _ => {}
+        }
+    }
     println!("figure: {sent} malformed frames -> {errors} error frames, 0 panics, relay serving");
     relay.stop().await;
 }
