@@ -1559,6 +1559,44 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             fmt(tput(Kind::Chat) / confirming, "×")
         )?;
     }
+    // The goal is judged on the medians; the rounds show how far apart the
+    // paired runs of one round were, and in which direction.
+    let per_round = |k| -> Vec<f64> {
+        r.throughput
+            .iter()
+            .filter(|(kk, _)| *kk == k)
+            .map(|(_, v)| num(v, "/delivered_per_s"))
+            .collect()
+    };
+    let (chat, floor, peer) = (
+        per_round(Kind::Chat),
+        per_round(Kind::Floor),
+        per_round(Kind::Socketio),
+    );
+    if chat.len() > 1 && chat.len() == floor.len() && chat.len() == peer.len() {
+        let list = |values: &[f64], unit: &str| {
+            values
+                .iter()
+                .map(|v| fmt(*v, unit))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let ratios =
+            |base: &[f64]| -> Vec<f64> { chat.iter().zip(base).map(|(c, b)| c / b).collect() };
+        writeln!(
+            notes,
+            "- throughput round by round (each server started afresh; the relay runs first in \
+             each round): Chat relay {}; floor {}; socket.io {}. The relay against the floor of \
+             the same round: {} (median {}); against socket.io: {} (median {}).",
+            list(&chat, "/s"),
+            list(&floor, "/s"),
+            list(&peer, "/s"),
+            list(&ratios(&floor), "×"),
+            fmt(median(ratios(&floor)), "×"),
+            list(&ratios(&peer), "×"),
+            fmt(median(ratios(&peer)), "×"),
+        )?;
+    }
     let round_trip = median_of(&r.loopback, "/round_trip/p50_ms") * 1000.0;
     if round_trip.is_finite() {
         let unl = |k| med(&r.unloaded, k, "/latency_from_actual_send/p50_ms") * 1000.0;
