@@ -415,7 +415,7 @@ fn idle_rounds(root: PathBuf, profile: &str, plan: Plan) -> Result<()> {
     let mut raw = Vec::new();
     for rep in 1..=bench.plan.reps {
         cmd::step(&format!("round {rep} of {}: idle sockets", bench.plan.reps));
-        for kind in [Kind::Chat, Kind::Floor] {
+        for kind in in_turn([Kind::Chat, Kind::Floor], rep) {
             let v = bench.idle(kind)?;
             raw.push(tag("idle", kind, &v));
             runs.push((kind, v));
@@ -660,7 +660,7 @@ impl Bench {
 
         for rep in 1..=plan.reps {
             cmd::step(&format!("round {rep} of {}: idle sockets", plan.reps));
-            for kind in KINDS {
+            for kind in in_turn(KINDS, rep) {
                 let v = self.idle(kind)?;
                 results.raw.push(tag("idle", kind, &v));
                 results.idle.push((kind, v));
@@ -669,7 +669,7 @@ impl Bench {
                 "round {rep} of {}: throughput, {} dialogs",
                 plan.reps, plan.dialogs
             ));
-            for kind in THROUGHPUT_KINDS {
+            for kind in in_turn(THROUGHPUT_KINDS, rep) {
                 let v = self.dialogs(
                     kind,
                     plan.dialogs,
@@ -683,7 +683,7 @@ impl Bench {
                 "round {rep} of {}: write calls, {} dialogs with {BURST_WINDOW} in flight per side",
                 plan.reps, plan.dialogs
             ));
-            for kind in KINDS {
+            for kind in in_turn(KINDS, rep) {
                 let window = BURST_WINDOW.to_string();
                 let v = self.dialogs(kind, plan.dialogs, &["--window", &window], true)?;
                 results.raw.push(tag("coalescing", kind, &v));
@@ -700,13 +700,13 @@ impl Bench {
                 "round {rep} of {}: latency at {:.0} messages/s (half the relay's maximum), and unloaded",
                 plan.reps, results.half_rate
             ));
-            for kind in KINDS {
+            for kind in in_turn(KINDS, rep) {
                 let rate = results.half_rate.to_string();
                 let v = self.dialogs(kind, plan.dialogs, &["--rate", &rate], false)?;
                 results.raw.push(tag("latency", kind, &v));
                 results.latency.push((kind, v));
             }
-            for kind in KINDS {
+            for kind in in_turn(KINDS, rep) {
                 let v = self.dialogs(kind, 1, &["--rate", &UNLOADED_RATE.to_string()], false)?;
                 results.raw.push(tag("unloaded", kind, &v));
                 results.unloaded.push((kind, v));
@@ -724,7 +724,7 @@ impl Bench {
                 "round {rep} of {}: presence, {} online, {} joining within a second",
                 plan.reps, plan.observers, plan.joiners
             ));
-            for kind in [Kind::Chat, Kind::Floor] {
+            for kind in in_turn([Kind::Chat, Kind::Floor], rep) {
                 let server = self.start(kind)?;
                 let v = self.load(&[
                     "presence",
@@ -1017,6 +1017,14 @@ impl Bench {
     }
 }
 
+/// The servers of round `rep` (from 1) in the order they run: each round
+/// starts one server further along than the round before, so that no
+/// server always runs first, just after the last scenario's servers have
+/// stopped, or always last.
+fn in_turn<const N: usize>(kinds: [Kind; N], rep: usize) -> impl Iterator<Item = Kind> {
+    (0..N).map(move |i| kinds[(i + rep.saturating_sub(1)) % N])
+}
+
 /// Reads `listening on ADDR` from a server's first line of output.
 fn listening_on(child: &mut Child) -> Result<SocketAddr> {
     let stdout = child.stdout.take().context("no output")?;
@@ -1299,7 +1307,7 @@ fn report(plan: &Plan, r: &Results, took: Duration) -> Result<String> {
         writeln!(
             md,
             "Produced by `cargo xtask bench` on {} in {:.0} minutes. Every figure is the median of \
-             {} interleaved rounds (relay, floor, socket.io, repeated) unless marked otherwise. \
+             {} interleaved rounds (relay, floor, socket.io, each round starting one server further along) unless marked otherwise. \
              This machine is shared and noisy (20–50 % from run to run): the ratios against the \
              baselines measured in the same invocation matter more than the bare numbers. \
              Rerun it after any change to the relay; the raw figures of every run are in \
@@ -1585,8 +1593,8 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
             |base: &[f64]| -> Vec<f64> { chat.iter().zip(base).map(|(c, b)| c / b).collect() };
         writeln!(
             notes,
-            "- throughput round by round (each server started afresh; the relay runs first in \
-             each round): Chat relay {}; floor {}; socket.io {}. The relay against the floor of \
+            "- throughput round by round (each server started afresh; each round starts one \
+             server further along): Chat relay {}; floor {}; socket.io {}. The relay against the floor of \
              the same round: {} (median {}); against socket.io: {} (median {}).",
             list(&chat, "/s"),
             list(&floor, "/s"),
@@ -1718,6 +1726,19 @@ const METHOD: &str = r#"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_server_runs_once_a_round_and_the_first_turns() {
+        let rounds: Vec<Vec<Kind>> = (1..=4).map(|rep| in_turn(KINDS, rep).collect()).collect();
+        assert_eq!(rounds[0], KINDS);
+        assert_eq!(rounds[1], [Kind::Floor, Kind::Socketio, Kind::Chat]);
+        assert_eq!(rounds[3], rounds[0]);
+        for round in &rounds {
+            for kind in KINDS {
+                assert_eq!(round.iter().filter(|k| **k == kind).count(), 1);
+            }
+        }
+    }
 
     #[test]
     fn medians_skip_missing_figures() {
