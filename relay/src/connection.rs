@@ -154,15 +154,21 @@ impl Connection {
 
         let end = loop {
             let said_hello = self.close.is_none();
+            // In this order, not at random: the hub's close order first (a
+            // check of one flag), then the socket, and the timer only when
+            // the socket has nothing, which spares a timer poll per frame.
+            // While frames keep coming the timer has nothing to say: each
+            // moves the deadline, and a client that sends needs no ping.
             let event = tokio::select! {
-                io = poll_fn(|cx| self.link.poll(cx)) => Event::Socket(io),
+                biased;
                 order = &mut close_rx, if said_hello => Event::Order(order),
-                () = &mut timer => Event::Timer,
                 // After hello the hub orders the close at shutdown, behind the
                 // frames it queued; before hello nobody else will.
                 () = shutdown.recv(), if !said_hello => {
                     break End::Close(close_code::SERVICE_RESTART, RESTARTING);
                 }
+                io = poll_fn(|cx| self.link.poll(cx)) => Event::Socket(io),
+                () = &mut timer => Event::Timer,
             };
             let frame = match event {
                 Event::Socket(Io::Frame(frame)) => frame,
