@@ -604,14 +604,17 @@ fn median_of(runs: &[Value], pointer: &str) -> f64 {
     median(runs.iter().map(|v| num(v, pointer)).collect())
 }
 
+/// The figure at `pointer` of each run of `kind`, in the order they ran.
+fn figures(runs: &[(Kind, Value)], kind: Kind, pointer: &str) -> Vec<f64> {
+    runs.iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, v)| num(v, pointer))
+        .collect()
+}
+
 /// The median over the runs of `kind` of the figure at `pointer`.
 fn med(runs: &[(Kind, Value)], kind: Kind, pointer: &str) -> f64 {
-    median(
-        runs.iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, v)| num(v, pointer))
-            .collect(),
-    )
+    median(figures(runs, kind, pointer))
 }
 
 impl Bench {
@@ -1569,13 +1572,7 @@ fn observations(plan: &Plan, r: &Results) -> Result<String> {
     }
     // The goal is judged on the medians; the rounds show how far apart the
     // paired runs of one round were, and in which direction.
-    let per_round = |k| -> Vec<f64> {
-        r.throughput
-            .iter()
-            .filter(|(kk, _)| *kk == k)
-            .map(|(_, v)| num(v, "/delivered_per_s"))
-            .collect()
-    };
+    let per_round = |k| figures(&r.throughput, k, "/delivered_per_s");
     let (chat, floor, peer) = (
         per_round(Kind::Chat),
         per_round(Kind::Floor),

@@ -10,7 +10,9 @@ use shared::protocol::{close_code, ClientMsg, ConversationId, ErrorKind, ServerM
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{closed, config, next_error, next_message, open, post, recv, send, TestRelay};
+use crate::{
+    closed, config, next_error, next_message, open, post, recv, recv_until, send, TestRelay,
+};
 
 /// SPEC S4, L1: an expired session and a made-up one are refused (401);
 /// tokens are distinct and long (256 bits in base64url).
@@ -292,13 +294,12 @@ async fn l7_ten_thousand_malformed_frames() {
     send(&mut ws, &ClientMsg::Ping { nonce: 2 }).await;
     // The fuzzers' last tabs have just closed, and a mutant may have been a
     // valid `open`: presence and conversation news can come before the pong.
-    loop {
-        match recv(&mut ws).await {
-            ServerMsg::Pong { nonce: 2 } => break,
-            ServerMsg::Error { kind, message, .. } => panic!("{kind:?}: {message}"),
-            _ => {}
-        }
-    }
+    recv_until(&mut ws, |msg| match msg {
+        ServerMsg::Pong { nonce: 2 } => Some(()),
+        ServerMsg::Error { kind, message, .. } => panic!("{kind:?}: {message}"),
+        _ => None,
+    })
+    .await;
     println!("figure: {sent} malformed frames -> {errors} error frames, 0 panics, relay serving");
     relay.stop().await;
 }
