@@ -191,6 +191,10 @@ pub struct Client {
     pub side: char,
     /// The Chat conversation of its dialog.
     conversation: ConversationId,
+    /// The live Chat conversations its `welcome` listed: an earlier run's
+    /// dialog still live (its users within the offline grace) is reopened
+    /// as it is (SPEC C1), with no `started`.
+    live: Vec<ConversationId>,
     sent: u64,
 }
 
@@ -205,6 +209,8 @@ impl Client {
         account: Option<&Account>,
     ) -> Result<Client> {
         let side = if index.is_multiple_of(2) { 'a' } else { 'b' };
+        let mut live = Vec::new();
+        let mut sent = 0;
         let ws = match target {
             Target::Chat => {
                 let account = account.context("the Chat relay needs accounts")?;
@@ -219,8 +225,27 @@ impl Client {
                 };
                 ws.send(Message::text(hello.encode())).await?;
                 let welcome = next_text(&mut ws, target).await?;
-                if !welcome.starts_with(r#"{"type":"welcome""#) {
-                    bail!("expected welcome, got {welcome}");
+                match ServerMsg::decode(&welcome).map_err(anyhow::Error::msg)? {
+                    ServerMsg::Welcome {
+                        me, conversations, ..
+                    } => {
+                        // Its ids go on from the last one the relay holds
+                        // from this user: one the relay still holds is
+                        // taken for a resend (SPEC C6) and not delivered.
+                        sent = conversations
+                            .iter()
+                            .flat_map(|c| &c.messages)
+                            .filter(|m| m.author == me.id)
+                            .map(|m| m.client_id.0)
+                            .max()
+                            .unwrap_or(0);
+                        live = conversations
+                            .iter()
+                            .filter(|c| c.ended.is_none())
+                            .map(|c| c.id)
+                            .collect();
+                    }
+                    _ => bail!("expected welcome, got {welcome}"),
                 }
                 ws
             }
@@ -254,7 +279,8 @@ impl Client {
             target,
             side,
             conversation: ConversationId(0),
-            sent: 0,
+            live,
+            sent,
         })
     }
 
@@ -282,6 +308,9 @@ impl Client {
         };
         a.conversation = conversation;
         b.conversation = conversation;
+        if b.live.contains(&conversation) {
+            return Ok(());
+        }
         // b learns of it with `started`; wait for it so that nothing of
         // the set-up is still on its way when the run starts.
         loop {
