@@ -13,10 +13,10 @@
 use std::future::poll_fn;
 use std::pin::pin;
 
-use tokio::sync::mpsc;
 use warp::{Filter, Rejection, Reply};
 
 use crate::connection::{Io, Link};
+use crate::queue;
 use crate::ws::{self, WebSocket};
 
 /// The Autobahn cases send messages up to 16 MiB.
@@ -32,7 +32,7 @@ pub fn echo() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone
 }
 
 async fn serve(socket: WebSocket) {
-    let (out, queue) = mpsc::channel(QUEUE);
+    let (out, queue) = queue::bounded(QUEUE);
     let mut link = Link::new(socket, queue);
     // Read to the end: after a Close, tungstenite queues the reply and
     // completes the handshake while the stream is still being read.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{close_code, ClientMsg, ErrorKind, ServerMsg, User, PROTOCOL_VERSION};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -25,6 +25,7 @@ use tracing::{debug, debug_span, info, Instrument};
 
 use crate::core::{ConnId, SessionId};
 use crate::hub::{CloseOrder, Command, ConnHandle, RESTARTING};
+use crate::queue;
 use crate::server::Relay;
 use crate::ws::{self, WebSocket};
 
@@ -106,7 +107,7 @@ struct Connection {
     link: Link,
     /// The queue's own sender (error frames, pings, the close frame);
     /// gone once the connection is finishing.
-    out: Option<mpsc::Sender<Message>>,
+    out: Option<queue::Sender<Message>>,
     /// Until hello: the half of the hub's close order that goes with
     /// the connection's handle.
     close: Option<oneshot::Sender<CloseOrder>>,
@@ -125,7 +126,7 @@ enum Event {
 
 impl Connection {
     fn new(socket: WebSocket, relay: Relay, id: ConnId, user: User, session: SessionId) -> Self {
-        let (out, queue) = mpsc::channel(relay.config().outbound_queue as usize);
+        let (out, queue) = queue::bounded(relay.config().outbound_queue as usize);
         Connection {
             id,
             relay,
@@ -413,7 +414,7 @@ pub(crate) enum Written {
 /// hub taking a command), it goes on writing ([`Link::writing_while`]).
 pub(crate) struct Link {
     ws: WebSocket,
-    queue: mpsc::Receiver<Message>,
+    queue: queue::Receiver<Message>,
     /// A control frame taken from the queue, waiting for tungstenite.
     control: Option<Message>,
     /// A close frame was handed to tungstenite: the last.
@@ -426,7 +427,7 @@ pub(crate) struct Link {
 
 impl Link {
     /// The socket and the queue to write to it.
-    pub(crate) fn new(ws: WebSocket, queue: mpsc::Receiver<Message>) -> Self {
+    pub(crate) fn new(ws: WebSocket, queue: queue::Receiver<Message>) -> Self {
         Link {
             ws,
             queue,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::protocol::{close_code, ClientMsg, EncodedRoster, Resume, ServerMsg, User};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tracing::{debug, warn};
 
@@ -32,6 +32,7 @@ use crate::core::{
     release_if_empty, ConnId, Core, IdMap, Limits, Millis, Outbound, Roster, SessionId,
 };
 use crate::metrics::Metrics;
+use crate::queue::{self, TrySendError};
 use crate::shutdown::Shutdown;
 
 /// Commands waiting for the hub before senders wait too.
@@ -52,7 +53,7 @@ pub enum CloseOrder {
 #[derive(Debug)]
 pub struct ConnHandle {
     /// The connection's bounded outbound queue.
-    pub out: mpsc::Sender<Message>,
+    pub out: queue::Sender<Message>,
     /// Fired once when the hub closes the connection.
     pub close: oneshot::Sender<CloseOrder>,
 }
@@ -95,7 +96,7 @@ pub enum Command {
 /// A handle to the hub task.
 #[derive(Debug, Clone)]
 pub struct Hub {
-    tx: mpsc::Sender<Command>,
+    tx: queue::Sender<Command>,
 }
 
 impl Hub {
@@ -109,7 +110,7 @@ impl Hub {
         shutdown: Shutdown,
         link: Option<HubLink>,
     ) -> Hub {
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (tx, rx) = queue::bounded(COMMAND_QUEUE);
         // Grace periods end and presence batches go out on this beat.
         let tick = limits.presence_batch;
         let state = State {
@@ -137,8 +138,8 @@ impl Hub {
     pub fn try_send(&self, command: Command) -> Result<bool, Command> {
         match self.tx.try_send(command) {
             Ok(()) => Ok(true),
-            Err(mpsc::error::TrySendError::Full(command)) => Err(command),
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
+            Err(TrySendError::Full(command)) => Err(command),
+            Err(TrySendError::Closed(_)) => Ok(false),
         }
     }
 }
@@ -207,7 +208,7 @@ async fn run(
     mut state: State,
     mut replica: Option<Replica>,
     tick: Duration,
-    mut rx: mpsc::Receiver<Command>,
+    mut rx: queue::Receiver<Command>,
     mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(tick);
@@ -242,7 +243,7 @@ async fn run(
                 state.command(command, replica.as_mut()).await;
                 // Drain what else is waiting before writing, so bursts batch.
                 lone = true;
-                while let Ok(command) = rx.try_recv() {
+                while let Some(command) = rx.try_recv() {
                     state.command(command, replica.as_mut()).await;
                     lone = false;
                 }
@@ -329,8 +330,8 @@ fn offer(metrics: &Metrics, handle: &ConnHandle, frame: Message) -> bool {
             metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
             true
         }
-        Err(mpsc::error::TrySendError::Full(_)) => false,
-        Err(mpsc::error::TrySendError::Closed(_)) => true,
+        Err(TrySendError::Full(_)) => false,
+        Err(TrySendError::Closed(_)) => true,
     }
 }
 

@@ -20,7 +20,9 @@
 //!   [`sessions`]: live sessions and the weak user registry.
 //! - [`cluster`]: cluster mode (`--redis`): the shared event log that every
 //!   relay's hub applies, relay membership, and the Redis store.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`]: counters for `/metrics`; [`queue`]: the bounded queue
+//!   (an atomic count over an unbounded channel) between connections and
+//!   the hub.
 //! - [`fuzzing`]: the fuzz harness: a core behind a stand-in transport,
 //!   fed client frames cut from arbitrary bytes (SPEC L7).
 //! - [`shutdown`]: the signal every connection listens to, and the drain
@@ -39,6 +41,7 @@ pub mod filters;
 pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
+pub mod queue;
 pub mod server;
 pub mod sessions;
 pub mod shutdown;
