@@ -201,12 +201,31 @@ struct Conversation {
     marks: BTreeMap<UserId, (Seq, Seq)>,
     /// Who is typing (SPEC B1).
     typing: BTreeMap<UserId, Typist>,
+    /// The participants' connections, as of [`Core::tabs_changed`]'s count:
+    /// collected again only after a tab came or went or someone left, not
+    /// for every message.
+    #[serde(skip)]
+    recipients: Option<(u64, Vec<ConnId>)>,
 }
 
 impl Conversation {
     /// The sorted participant set, the key of idempotent creation (SPEC C1).
     fn key(&self) -> Vec<UserId> {
         self.participants.iter().copied().collect()
+    }
+
+    /// The participants' connections, collected again only if tabs or
+    /// participants changed since the last time (`changed`: the core's
+    /// count of such changes).
+    fn recipients(&mut self, users: &IdMap<UserId, UserState>, changed: u64) -> Vec<ConnId> {
+        match &self.recipients {
+            Some((at, conns)) if *at == changed => conns.clone(),
+            _ => {
+                let conns = conns_among(users, self.participants.iter());
+                self.recipients = Some((changed, conns.clone()));
+                conns
+            }
+        }
     }
 
     fn snapshot(&self, after: Option<Seq>) -> ConversationSnapshot {
@@ -391,6 +410,11 @@ pub struct Core {
     /// The online users as the last presence batch announced them.
     #[serde(with = "shared_roster")]
     roster: Arc<Roster>,
+    /// Counts the changes to who is reachable where: a tab came or went,
+    /// or a participant left a conversation. Each conversation's cached
+    /// recipients hold the count they were collected at.
+    #[serde(skip)]
+    tabs_changed: u64,
     #[serde(skip)]
     out: Vec<Outbound>,
 }
@@ -418,6 +442,7 @@ impl Core {
             last_presence: None,
             typists: BTreeSet::new(),
             roster: Arc::default(),
+            tabs_changed: 0,
             out: Vec::new(),
         }
     }
@@ -483,6 +508,7 @@ impl Core {
         let newly_online = state.conns.is_empty() && state.offline_at.is_none();
         state.conns.insert(conn);
         state.offline_at = None;
+        self.tabs_changed += 1;
         self.conns.insert(
             conn,
             Conn {
@@ -523,6 +549,7 @@ impl Core {
         };
         if let Some(state) = self.users.get_mut(&user) {
             state.conns.remove(&conn);
+            self.tabs_changed += 1;
             if state.conns.is_empty() {
                 state.offline_at = Some(now + millis(self.limits.offline_grace));
             }
@@ -862,6 +889,7 @@ impl Core {
         let Some(state) = self.users.remove(&user) else {
             return;
         };
+        self.tabs_changed += 1;
         if self.presence_joined.remove(&user).is_none() {
             self.presence_left.insert(user);
         }
@@ -931,6 +959,7 @@ impl Core {
             ended: None,
             marks: BTreeMap::new(),
             typing: BTreeMap::new(),
+            recipients: None,
         };
         let started = ServerMsg::Started {
             conversation: conversation.snapshot(None),
@@ -1020,7 +1049,7 @@ impl Core {
         conversation
             .history
             .push(message.clone(), self.limits.history);
-        let mut to = conns_among(&self.users, conversation.participants.iter());
+        let mut to = conversation.recipients(&self.users, self.tabs_changed);
         // The posting tab's confirmation is queued first, the others' copies
         // after it: the runtime runs the task woken last first, on the same
         // thread, so the recipients' writes do not wait behind the sender's.
@@ -1076,6 +1105,7 @@ impl Core {
                 }
             } else {
                 conversation.participants.remove(&user);
+                self.tabs_changed += 1;
                 unindex(&mut self.by_participants, &key, id);
                 // A group that shrinks to the set of another live conversation
                 // (say, an existing dialog) leaves that one as the one to open.

@@ -527,6 +527,33 @@ fn c2_c5_messages_reach_every_tab_of_every_participant_in_one_order() {
 }
 
 #[test]
+fn c2_a_tab_that_opens_or_closes_between_messages_gets_exactly_the_messages_of_its_life() {
+    let mut w = World::new();
+    w.connect(10, alice());
+    w.connect(20, bob());
+    let c = w.open(10, &[2]);
+    w.post(10, c, 1, "one");
+    w.connect(21, bob());
+    w.post(10, c, 2, "two");
+    w.disconnect(20);
+    w.post(10, c, 3, "three");
+    w.connect(22, bob());
+    w.post(21, c, 1, "four");
+
+    let text = |frames: Vec<ServerMsg>| -> Vec<String> {
+        texts(&frames).into_iter().map(|(_, t)| t).collect()
+    };
+    assert_eq!(text(w.frames(10)), ["one", "two", "three", "four"]);
+    assert_eq!(text(w.frames(20)), ["one", "two"], "closed before three");
+    assert_eq!(
+        text(w.frames(21)),
+        ["two", "three", "four"],
+        "opened after one"
+    );
+    assert_eq!(text(w.frames(22)), ["four"], "opened after three");
+}
+
+#[test]
 fn c6_a_resend_with_the_same_client_id_is_delivered_once() {
     let mut w = World::new();
     w.connect(10, alice());
