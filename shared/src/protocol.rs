@@ -614,12 +614,46 @@ fn decode_send(text: &str) -> Option<ClientMsg> {
     if !text.starts_with(r#"{"type":"send","#) {
         return None;
     }
+    if let Some(send) = decode_plain_send(text) {
+        return Some(send);
+    }
     let frame: SendFrame<'_> = serde_json::from_str(text).ok()?;
     (frame.kind == "send").then_some(ClientMsg::Send {
         conversation: frame.conversation,
         client_id: frame.client_id,
         text: frame.text,
     })
+}
+
+/// `text` as a `send` frame if it is exactly what the page writes for a
+/// text that needs no escaping: the tag, then `conversation`, `client_id`
+/// and `text`, without spaces, numbers without leading zeros. Such a frame
+/// is read by slicing, not by a JSON reader; anything else goes on to serde
+/// (the test of [`decode_send`] holds them together).
+fn decode_plain_send(text: &str) -> Option<ClientMsg> {
+    let rest = text.strip_prefix(r#"{"type":"send","conversation":"#)?;
+    let (conversation, rest) = plain_u64(rest)?;
+    let rest = rest.strip_prefix(r#","client_id":"#)?;
+    let (client_id, rest) = plain_u64(rest)?;
+    let body = rest.strip_prefix(r#","text":""#)?.strip_suffix(r#""}"#)?;
+    // No quote, backslash or control character: the body is the text.
+    needs_no_escape(body).then(|| ClientMsg::Send {
+        conversation: ConversationId(conversation),
+        client_id: ClientMsgId(client_id),
+        text: body.to_string(),
+    })
+}
+
+/// A JSON number that is a `u64` as serde reads it (no sign, no leading
+/// zero, no fraction or exponent: the caller checks what follows), and the
+/// rest of `text`.
+fn plain_u64(text: &str) -> Option<(u64, &str)> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, rest) = text.split_at(digits);
+    if digits == 0 || (digits > 1 && number.starts_with('0')) {
+        return None;
+    }
+    Some((number.parse().ok()?, rest))
 }
 
 impl ServerMsg {
@@ -753,19 +787,24 @@ fn push_u64(out: &mut String, n: u64) {
 /// Appends `text` as a JSON string: quoted as it is when nothing in it
 /// needs escaping (no `"`, `\` or control character), else escaped by serde.
 fn push_json_str(out: &mut String, text: &str) {
-    // In blocks, so that the test of each block compiles to vector code.
-    let plain = text.as_bytes().chunks(16).all(|block| {
-        block
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-    });
-    if plain {
+    if needs_no_escape(text) {
         out.push('"');
         out.push_str(text);
         out.push('"');
     } else {
         push_json(out, text);
     }
+}
+
+/// True when `text` holds no `"`, `\\` or control character: in JSON it
+/// is itself between quotes.
+fn needs_no_escape(text: &str) -> bool {
+    // In blocks, so that the test of each block compiles to vector code.
+    text.as_bytes().chunks(16).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    })
 }
 
 /// Appends the JSON of `value`.
@@ -1416,6 +1455,18 @@ mod tests {
                 .to_string(),
             r#"{"type":"send","conversation":5,"client_id":77,"text":"hi","extra":1}"#.to_string(),
             r#"{"type":"send","conversation":5,"client_id":77}"#.to_string(),
+            r#"{"type":"send","conversation":05,"client_id":77,"text":"hi"}"#.to_string(),
+            r#"{"type":"send","conversation":0,"client_id":0,"text":""}"#.to_string(),
+            r#"{"type":"send","conversation":18446744073709551616,"client_id":1,"text":"a"}"#
+                .to_string(),
+            r#"{"type":"send","conversation":5,"client_id":7.0,"text":"a"}"#.to_string(),
+            r#"{"type":"send","conversation":5,"client_id":77,"text":"a"} "#.to_string(),
+            r#"{"type":"send","conversation":5,"client_id":77,"text":"a"}"}"#.to_string(),
+            crate::wire::encode_client(&ClientMsg::Send {
+                conversation: ConversationId(12),
+                client_id: ClientMsgId(3_456),
+                text: "plain words, é and 😀, as most messages are: ".repeat(3),
+            }),
             r#"{"type":"sending","conversation":5,"client_id":77,"text":"hi"}"#.to_string(),
             crate::wire::encode_client(&ClientMsg::Send {
                 conversation: ConversationId(u64::MAX),
