@@ -452,6 +452,15 @@ impl Core {
         std::mem::take(&mut self.out)
     }
 
+    /// The effects so far, swapped into `spare` (empty, with the capacity
+    /// of an earlier turn), whose capacity the core keeps for the next:
+    /// a busy hub takes a turn's effects without growing a vector anew
+    /// each time.
+    pub fn swap_outbound(&mut self, spare: &mut Vec<Outbound>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.out, spare);
+    }
+
     /// Users online now (including those in their grace period).
     pub fn online_count(&self) -> usize {
         self.users.len()

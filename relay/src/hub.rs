@@ -37,6 +37,8 @@ use crate::shutdown::Shutdown;
 
 /// Commands waiting for the hub before senders wait too.
 const COMMAND_QUEUE: usize = 4096;
+/// The room for effects kept from one hub turn to the next.
+const EFFECTS_KEPT: usize = 1024;
 /// The close reason sent with 1012 at shutdown.
 pub const RESTARTING: &str = "relay restarting";
 
@@ -122,6 +124,7 @@ impl Hub {
             roster: None,
             presence_frame: None,
             deferred: Vec::new(),
+            effects: Vec::new(),
         };
         tokio::spawn(run(state, link.map(Replica::new), tick, rx, shutdown));
         Hub { tx }
@@ -170,6 +173,9 @@ struct State {
     /// it for that tab in the same turn ([`State::dispatch`]). Only after
     /// a lone command, so it holds a few frames at most.
     deferred: Vec<(ConnId, Message)>,
+    /// The vector the core's effects are taken in, empty between turns
+    /// ([`Core::swap_outbound`]).
+    effects: Vec<Outbound>,
 }
 
 /// What the hub keeps in cluster mode.
@@ -602,7 +608,9 @@ impl State {
     /// them into its queue together.
     fn dispatch(&mut self, hold_posts: bool) -> Vec<ConnId> {
         let mut slow = Vec::new();
-        for effect in self.core.take_outbound() {
+        let mut effects = std::mem::take(&mut self.effects);
+        self.core.swap_outbound(&mut effects);
+        for effect in effects.drain(..) {
             match effect {
                 Outbound::Send { to, msg } => {
                     let hold_first =
@@ -659,6 +667,9 @@ impl State {
                 }
             }
         }
+        // Kept for the next turn, unless a burst made it large.
+        effects.shrink_to(EFFECTS_KEPT);
+        self.effects = effects;
         slow.sort();
         slow.dedup();
         slow
