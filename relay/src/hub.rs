@@ -356,6 +356,21 @@ fn presence_time(due: Millis, written: bool, now: Millis, interval: Millis) -> M
     }
 }
 
+/// When a batch the core says is `due` (by its clock, in whole
+/// milliseconds) goes on the real clock: one millisecond later, unless it
+/// is due at once. The core recorded the last batch's time rounded down,
+/// so a batch one interval after it by the core's clock could go up to a
+/// millisecond early, and ten such gaps fit in under a second: eleven
+/// frames in a client's second at the 100 ms default (SPEC U4 allows ten).
+/// One millisecond more keeps every gap at least the interval.
+fn full_interval(due: Millis) -> Millis {
+    if due == 0 {
+        0
+    } else {
+        due + 1
+    }
+}
+
 fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -382,7 +397,7 @@ impl State {
     /// later at the latest. A relay behind on its writes thus sends fewer,
     /// larger batches instead of queueing one behind another.
     fn presence_at(&self, now: Millis) -> Option<Millis> {
-        let due = self.core.presence_due()?;
+        let due = full_interval(self.core.presence_due()?);
         let written = self.presence_frame.as_ref().is_none_or(Bytes::is_unique);
         Some(presence_time(
             due,
@@ -697,7 +712,30 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::presence_time;
+    use super::{full_interval, presence_time};
+
+    /// SPEC U4: batches one after another are at least one interval apart
+    /// on the real clock, wherever within its millisecond the last one
+    /// went; so a second holds at most ten at the 100 ms default.
+    #[test]
+    fn u4_batches_are_a_full_interval_apart_on_the_real_clock() {
+        let interval = 100;
+        // The last batch went at `sent_us` (microseconds); the core
+        // recorded the wall clock's milliseconds, rounded down.
+        for sent_us in (1_000_000..1_001_000).step_by(37) {
+            let recorded = sent_us / 1_000;
+            // The hub's timer wakes once the wall clock reads the time.
+            let next_us = full_interval(recorded + interval) * 1_000;
+            assert!(
+                next_us >= sent_us + interval * 1_000,
+                "a batch {} µs after the last",
+                next_us - sent_us
+            );
+            // Ten gaps take at least a second: no eleventh frame in it.
+            assert!(10 * (next_us - sent_us) >= 1_000_000);
+        }
+        assert_eq!(full_interval(0), 0, "after a quiet spell: at once");
+    }
 
     /// SPEC U4: a batch goes when due if the last one has been written to
     /// every recipient; a relay behind on its writes holds it until then,
