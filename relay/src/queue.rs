@@ -9,6 +9,12 @@
 //! So the hub's commands and every connection's outbound frames pass with
 //! two atomic operations each, and "full" still means exactly `capacity`
 //! items waiting (SPEC L6: the hub drops a recipient whose queue is full).
+//!
+//! The queue is bounded, though its storage is tokio's unbounded channel:
+//! that channel's sender is private to this module, and the only ways to
+//! it ([`Sender::try_send`], [`Sender::send`]) take a slot first. A slot
+//! is given back only after its item has been received, so the count is
+//! never below the items waiting, and never above `capacity`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -214,6 +220,36 @@ mod tests {
         tx.try_send(1).unwrap();
         drop(rx);
         assert_eq!(tx.try_send(2), Err(TrySendError::Closed(2)));
+    }
+
+    /// Senders racing on several threads never get more than the
+    /// capacity in, and every item refused is handed back.
+    #[test]
+    fn racing_senders_never_pass_the_capacity() {
+        let (tx, mut rx) = bounded(64);
+        let taken: usize = std::thread::scope(|scope| {
+            let senders: Vec<_> = (0..4)
+                .map(|t| {
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        (0..1_000)
+                            .filter(|i| match tx.try_send(t * 1_000 + i) {
+                                Ok(()) => true,
+                                Err(TrySendError::Full(back)) => {
+                                    assert_eq!(back, t * 1_000 + i);
+                                    false
+                                }
+                                Err(TrySendError::Closed(_)) => panic!("the receiver is here"),
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            senders.into_iter().map(|s| s.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 64);
+        assert_eq!(rx.len(), 64);
+        assert_eq!(std::iter::from_fn(|| rx.try_recv()).count(), 64);
     }
 
     #[tokio::test]
